@@ -1,0 +1,150 @@
+"""Preprocessing settings, validated declaratively.
+
+Every setting that changes the samples lives in :class:`PrepareConfig`, so that a study can
+record it (and refuse to resume with different settings) and the caches can key on it. The
+constraints table is the single place that says what is allowed: errors name the parameter and
+the allowed values, in the manner of scikit-learn's parameter validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlfm_auto._errors import UserError
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Allowed numeric range (inclusive) for a setting."""
+
+    type: type
+    low: float | None
+    high: float | None
+
+    def check(self, value: Any) -> bool:
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        if self.type is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return False
+        if self.low is not None and value < self.low:
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return f"{self.type.__name__} in [{lo}, {hi}]"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How a flux file becomes samples. Defaults follow the DLFM test bed (DESIGN §2)."""
+
+    data: str = "data/data.csv"
+    target: str | None = None  # None: first of NEE_PI, NEE_PI_F, NEE, FC, NEE_VUT_REF
+    columns: tuple[str, ...] | None = None  # None: the documented default drivers present
+    # daily aggregation
+    ppfd_threshold: float = 4.0  # daylight: PPFD_IN > this (µmol m-2 s-1)
+    sw_threshold: float = 2.0  # daylight when the file has no PPFD_IN: SW_IN > this (W m-2)
+    min_count: int = 9  # valid daylight records per input per day, in half-hour units
+    nee_mode: str = "daylight"  # "daylight" mean, or "peak" (09-11 h) mean
+    nee_min_count: int | None = None  # None: 9 (daylight) or 3 (peak), in half-hour units
+    ustar_threshold: float = 0.2  # m s-1
+    ustar_mode: str = "na"  # "na": low-USTAR days get missing NEE; "drop": drop records; "off"
+    interpolate_single_gaps: bool = True
+    # season years
+    season_from_snow: bool = True  # use D_SNOW when the file has it
+    season_start_month: int = 1  # without D_SNOW: season year starts on the 1st of this month
+    # samples
+    sequence_length: int = 1
+    match_length: int | None = None  # matched mode: the target days valid at this length
+    doy: bool = False
+    stats_window: int = 0  # >0: add rolling mean/variance of each driver over this many days
+    lag_nee: bool = False  # add yesterday's NEE as an input
+    # splits
+    eval_years: int = 3
+    folds: int = 3
+    min_val_samples: int | None = None  # None: DLFM rule 200 - floor(sqrt(80 L))
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.columns is not None and not isinstance(self.columns, tuple):
+            object.__setattr__(self, "columns", tuple(self.columns))
+        validate(self)
+
+    # Settings that shape the daily table (the expensive part); the rest only shape windows.
+    DAILY_FIELDS = (
+        "target", "columns", "ppfd_threshold", "sw_threshold", "min_count", "nee_mode",
+        "nee_min_count", "ustar_threshold", "ustar_mode", "interpolate_single_gaps",
+        "season_from_snow", "season_start_month",
+    )
+
+    def daily_key(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.DAILY_FIELDS)
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings (everything but the data path), for study attributes."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d.pop("data")
+        if d["columns"] is not None:
+            d["columns"] = list(d["columns"])
+        return d
+
+    def replace(self, **changes: Any) -> PrepareConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data)
+
+
+_CONSTRAINTS: dict[str, Any] = {
+    "ppfd_threshold": Interval(float, 0, None),
+    "sw_threshold": Interval(float, 0, None),
+    "min_count": Interval(int, 1, 48),
+    "nee_mode": {"daylight", "peak"},
+    "nee_min_count": [None, Interval(int, 1, 48)],
+    "ustar_threshold": Interval(float, 0, None),
+    "ustar_mode": {"na", "drop", "off"},
+    "season_start_month": Interval(int, 1, 12),
+    "sequence_length": Interval(int, 1, 366),
+    "match_length": [None, Interval(int, 1, 366)],
+    "stats_window": Interval(int, 0, 366),
+    "eval_years": Interval(int, 0, 50),
+    "folds": Interval(int, 1, 50),
+    "min_val_samples": [None, Interval(int, 1, None)],
+}
+
+
+def _allowed(rule: Any) -> str:
+    if isinstance(rule, set):
+        return "one of " + ", ".join(repr(v) for v in sorted(rule))
+    if isinstance(rule, list):
+        return " or ".join("None" if r is None else _allowed(r) for r in rule)
+    return str(rule)
+
+
+def _ok(rule: Any, value: Any) -> bool:
+    if rule is None:
+        return value is None
+    if isinstance(rule, set):
+        return value in rule
+    if isinstance(rule, list):
+        return any(_ok(r, value) for r in rule)
+    return rule.check(value)
+
+
+def validate(cfg: PrepareConfig) -> None:
+    """Raise UserError naming the first invalid setting and what is allowed."""
+    for name, rule in _CONSTRAINTS.items():
+        value = getattr(cfg, name)
+        if not _ok(rule, value):
+            raise UserError(f"invalid {name}={value!r}: must be {_allowed(rule)}")
+    if cfg.match_length is not None and cfg.match_length < cfg.sequence_length:
+        raise UserError(
+            f"invalid match_length={cfg.match_length}: must be >= sequence_length "
+            f"({cfg.sequence_length})"
+        )

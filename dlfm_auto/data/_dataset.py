@@ -1,0 +1,194 @@
+"""Prepared samples and their year splits.
+
+A :class:`Dataset` holds the raw windows of every sample; splits normalise them with
+statistics of their own training part only (the DLFM code normalised on all years, held-out
+years included, which leaks). Held-out evaluation years are the last season years; folds leave
+one training season year out, newest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dlfm_auto._errors import UserError
+from dlfm_auto.data._config import PrepareConfig
+from dlfm_auto.data._daily import FilterReport
+from dlfm_auto.data._split import Normalizer, Split
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the samples came from: enough to recognise the same data again."""
+
+    path: str
+    name: str
+    sha256: str
+    size: int
+    site: str | None
+    format: str
+    step_minutes: int
+    target: str
+    target_source: str
+    inputs: tuple[str, ...]
+    inputs_source: str
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["inputs"] = list(self.inputs)
+        return d
+
+
+def min_val_samples(cfg: PrepareConfig, length: int) -> int:
+    """The DLFM minimum validation-year size, 200 - floor(sqrt(80 L)), unless overridden."""
+    if cfg.min_val_samples is not None:
+        return cfg.min_val_samples
+    return 200 - math.floor(math.sqrt(80 * length))
+
+
+@dataclass
+class Dataset:
+    """Samples of one (file, settings) pair, plus the split plan."""
+
+    config: PrepareConfig
+    source: SourceInfo
+    table: pd.DataFrame
+    report: FilterReport
+    X: np.ndarray  # (n, L, f) float32, raw units
+    y: np.ndarray  # (n,) float64
+    days: np.ndarray  # (n,) datetime64[D]
+    season_year: np.ndarray  # (n,) int64
+    feature_names: tuple[str, ...]
+    eval_years: tuple[int, ...] = ()
+    fold_years: tuple[int, ...] = ()
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        return tuple(int(y) for y in np.unique(self.season_year))
+
+    @property
+    def train_years(self) -> tuple[int, ...]:
+        return tuple(y for y in self.years if y not in self.eval_years)
+
+    def fingerprint(self) -> str:
+        """Hash of the data file and every setting that shapes the samples."""
+        blob = json.dumps(
+            {"sha256": self.source.sha256, "settings": self.config.settings()},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _split(self, name: str, train: np.ndarray, val: np.ndarray) -> Split:
+        Xtr = self.X[train]
+        flat = Xtr.reshape(-1, Xtr.shape[-1]).astype(np.float64)
+        mean = flat.mean(axis=0)
+        std = flat.std(axis=0)
+        # A column constant within this training part only: scale 1, never NaN.
+        std = np.where(std > 0, std, 1.0)
+        norm = Normalizer(mean, std, self.feature_names)
+        vy = tuple(int(y) for y in np.unique(self.season_year[val]))
+        return Split(
+            name=name,
+            X_train=norm.apply(Xtr),
+            y_train=self.y[train].astype(np.float32),
+            X_val=norm.apply(self.X[val]),
+            y_val=self.y[val].astype(np.float32),
+            norm=norm,
+            val_years=vy,
+            train_days=self.days[train],
+            val_days=self.days[val],
+        )
+
+    def cv_splits(self, folds: int | None = None) -> list[Split]:
+        """Leave-one-season-year-out splits inside the training years, newest year first."""
+        k = self.config.folds if folds is None else folds
+        train_mask = ~np.isin(self.season_year, self.eval_years)
+        out = []
+        for year in self.fold_years[:k]:
+            val = self.season_year == year
+            out.append(self._split(f"val={year}", train_mask & ~val, val))
+        return out
+
+    def eval_split(self) -> Split:
+        """All training years vs the held-out evaluation years (for final reports only)."""
+        if not self.eval_years:
+            raise UserError("no held-out evaluation years (eval_years=0)")
+        ev = np.isin(self.season_year, self.eval_years)
+        label = f"{self.eval_years[0]}-{self.eval_years[-1]}"
+        return self._split(f"eval={label}", ~ev, ev)
+
+    def samples_per_year(self) -> dict[int, int]:
+        ys, n = np.unique(self.season_year, return_counts=True)
+        return {int(a): int(b) for a, b in zip(ys, n, strict=True)}
+
+
+def plan_years(ds: Dataset) -> None:
+    """Choose held-out years and fold years; say so when the record is short."""
+    cfg = ds.config
+    per_year = ds.samples_per_year()
+    years = sorted(per_year)
+    n_eval = cfg.eval_years
+    if len(years) < 2 + (1 if n_eval else 0):
+        need = "3 (one held-out, two for a fold)" if n_eval else "2"
+        raise UserError(
+            f"too few years for the folds: {ds.source.name} has samples in "
+            f"{len(years)} season year(s) ({', '.join(map(str, years)) or 'none'}) at "
+            f"sequence_length={ds.sequence_length}; need at least {need}"
+        )
+    if n_eval > len(years) - 2:
+        reduced = max(1, len(years) - 2) if n_eval else 0
+        ds.messages.append(
+            f"eval_years reduced from {n_eval} to {reduced}: only {len(years)} season years "
+            f"with samples"
+        )
+        n_eval = reduced
+    ds.eval_years = tuple(years[len(years) - n_eval :]) if n_eval else ()
+    train = [y for y in years if y not in ds.eval_years]
+    need = min_val_samples(cfg, ds.sequence_length)
+    fold_years = [y for y in reversed(train) if per_year[y] >= need]
+    skipped = [y for y in reversed(train) if per_year[y] < need]
+    if skipped:
+        ds.messages.append(
+            "fold years skipped (fewer than " + str(need) + " samples): "
+            + ", ".join(f"{y} ({per_year[y]})" for y in skipped)
+        )
+    if not fold_years:
+        raise UserError(
+            f"no fold possible: every training year has fewer than {need} samples at "
+            f"sequence_length={ds.sequence_length} (per year: "
+            + ", ".join(f"{y}: {per_year[y]}" for y in train)
+            + "); use a shorter sequence length or set min_val_samples"
+        )
+    ds.fold_years = tuple(fold_years)
+    if len(fold_years) < cfg.folds:
+        ds.messages.append(f"{len(fold_years)} fold(s) possible, {cfg.folds} asked for")
+
+
+def drop_constant(
+    features: np.ndarray, names: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...], list[str]]:
+    """Drop features constant over the record (with a warning); the DLFM code made them NaN."""
+    keep, msgs = [], []
+    for j, name in enumerate(names):
+        col = features[:, j]
+        col = col[np.isfinite(col)]
+        if len(col) and np.ptp(col) == 0:
+            msg = f"input {name} is constant ({col[0]:g}) over the whole record: dropped"
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            msgs.append(msg)
+        else:
+            keep.append(j)
+    if not keep:
+        raise UserError("every input column is constant over the whole record: nothing to learn from")
+    return features[:, keep], tuple(names[j] for j in keep), msgs

@@ -1,0 +1,181 @@
+"""``prepare(config) -> Dataset``: the one entry point, with two caches.
+
+Trials must never redo data preparation. The daily table (the expensive part: parsing and
+aggregating ~260k records) is cached in memory per process and on disk keyed by the file's
+SHA-256 and the aggregation settings, so parallel worker processes share it; windows are cheap
+array views and are cached in memory per (file, settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from dlfm_auto._errors import UserError
+from dlfm_auto.data._columns import LIGHT_COLUMNS, SNOW, USTAR, ColumnChoice, resolve_columns
+from dlfm_auto.data._config import PrepareConfig
+from dlfm_auto.data._daily import aggregate_daily
+from dlfm_auto.data._dataset import Dataset, SourceInfo, drop_constant, plan_years
+from dlfm_auto.data._read import file_sha256, read_header, read_records
+from dlfm_auto.data._windows import build_calendar, longest_valid_run, valid_targets, windows
+
+_CACHE_VERSION = 1
+_MEM_DAILY: OrderedDict = OrderedDict()
+_MEM_DATASETS: OrderedDict = OrderedDict()
+_SHA: dict[tuple, str] = {}
+_MAX_ITEMS = 32
+
+
+def cache_dir() -> Path | None:
+    """On-disk cache folder: $DLFM_AUTO_CACHE, or ~/.cache/dlfm_auto; "off" disables it."""
+    env = os.environ.get("DLFM_AUTO_CACHE", "")
+    if env.lower() == "off":
+        return None
+    return Path(env) if env else Path.home() / ".cache" / "dlfm_auto"
+
+
+def clear_caches(disk: bool = False) -> None:
+    """Forget cached tables (benchmarks measure cold runs with this)."""
+    _MEM_DAILY.clear()
+    _MEM_DATASETS.clear()
+    _SHA.clear()
+    d = cache_dir()
+    if disk and d is not None and d.exists():
+        for f in d.glob("daily-*.pkl"):
+            f.unlink(missing_ok=True)
+
+
+def _file_id(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _sha(path: Path) -> str:
+    fid = _file_id(path)
+    if fid not in _SHA:
+        _SHA[fid] = file_sha256(path)
+    return _SHA[fid]
+
+
+def _remember(cache: OrderedDict, key: tuple, value: object) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _MAX_ITEMS:
+        cache.popitem(last=False)
+
+
+def _atomic_pickle(obj: object, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_daily(cfg: PrepareConfig) -> tuple:
+    """(table, report, source) for the config's file and aggregation settings, cached."""
+    path = cfg.path
+    header = read_header(path)  # also the friendly "file not found" error
+    mem_key = (_file_id(path), cfg.daily_key())
+    hit = _MEM_DAILY.get(mem_key)
+    if hit is not None:
+        return hit
+    sha = _sha(path)
+    disk = cache_dir()
+    blob = repr((_CACHE_VERSION, sha, cfg.daily_key())).encode()
+    disk_file = disk / f"daily-{hashlib.sha256(blob).hexdigest()[:24]}.pkl" if disk else None
+    if disk_file is not None and disk_file.exists():
+        try:
+            with open(disk_file, "rb") as f:
+                table, report, source = pickle.load(f)
+            source = dataclasses.replace(source, path=str(path), name=path.name)
+            _remember(_MEM_DAILY, mem_key, (table, report, source))
+            return table, report, source
+        except Exception:  # a corrupt cache entry is rebuilt, never fatal
+            disk_file.unlink(missing_ok=True)
+
+    choice = resolve_columns(header.columns, cfg.target, cfg.columns)
+    extra = [c for c in (*LIGHT_COLUMNS, USTAR) if c in header.columns]
+    if cfg.season_from_snow and SNOW in header.columns:
+        extra.append(SNOW)
+    if header.format == "daily":
+        extra = [c for c in extra if c == USTAR]
+    rec = read_records(header, [*choice.inputs, choice.target, *extra])
+    choice, notes = drop_sparse_defaults(rec, choice)
+    table, report = aggregate_daily(rec, choice, cfg)
+    report.notes[:0] = notes
+    source = SourceInfo(
+        path=str(path), name=path.name, sha256=sha, size=path.stat().st_size,
+        site=header.site, format=header.format, step_minutes=rec.step_minutes,
+        target=choice.target, target_source=choice.target_source,
+        inputs=choice.inputs, inputs_source=choice.inputs_source,
+    )
+    if disk_file is not None:
+        try:
+            _atomic_pickle((table, report, source), disk_file)
+        except OSError:
+            pass  # a read-only cache folder only costs speed
+    _remember(_MEM_DAILY, mem_key, (table, report, source))
+    return table, report, source
+
+
+def drop_sparse_defaults(rec, choice: ColumnChoice) -> tuple[ColumnChoice, list[str]]:
+    """Leave out default drivers measured in under half as many records as the best one.
+
+    A default set must not silently shrink the record: US-Tw3 logs precipitation only from
+    2017, and keeping P would leave two years. Explicit --columns are never changed.
+    """
+    if choice.inputs_source != "default set":
+        return choice, []
+    cover = {c: float(np.isfinite(rec.values[c]).mean()) for c in choice.inputs}
+    best = max(cover.values())
+    keep = tuple(c for c in choice.inputs if cover[c] >= 0.5 * best)
+    notes = [
+        f"default input {c} left out: valid in {cover[c]:.0%} of records (pass --columns to use it)"
+        for c in choice.inputs if c not in keep
+    ]
+    return dataclasses.replace(choice, inputs=keep), notes
+
+
+def prepare(cfg: PrepareConfig) -> Dataset:
+    """Samples, windows and the split plan for ``cfg`` (cached; see module docstring)."""
+    key = (_file_id(cfg.path) if cfg.path.exists() else None, cfg)
+    hit = _MEM_DATASETS.get(key)
+    if hit is not None:
+        return hit
+    table, report, source = load_daily(cfg)
+    cal = build_calendar(
+        table, source.inputs, doy=cfg.doy, stats_window=cfg.stats_window, lag_nee=cfg.lag_nee
+    )
+    feats, names, msgs = drop_constant(cal.features, cal.feature_names)
+    cal = dataclasses.replace(cal, features=feats, feature_names=names)
+    L = cfg.sequence_length
+    targets = valid_targets(cal, max(L, cfg.match_length or L))
+    if not targets.any():
+        run = longest_valid_run(cal)
+        raise UserError(
+            f"sequence_length={max(L, cfg.match_length or L)} leaves no samples: the longest "
+            f"run of consecutive days with every input is {run} days"
+        )
+    X = windows(cal, L, targets)
+    ds = Dataset(
+        config=cfg, source=source, table=table, report=report, X=X,
+        y=cal.nee[targets], days=cal.days[targets], season_year=cal.season_year[targets],
+        feature_names=names, messages=list(msgs),
+    )
+    if np.any(ds.season_year < 0):  # cannot happen: targets are table days
+        raise AssertionError("sample without season year")
+    plan_years(ds)
+    _remember(_MEM_DATASETS, key, ds)
+    return ds
