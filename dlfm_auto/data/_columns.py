@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlfm_auto._errors import UserError, unknown_name_error
+from dlfm_auto._errors import UserError, close_matches, unknown_name_error
 
 #: Target resolution order when --target is not given (DESIGN §2; FLUXNET's NEE_VUT_REF last).
 TARGET_CANDIDATES = ("NEE_PI", "NEE_PI_F", "NEE", "FC", "NEE_VUT_REF")
@@ -55,9 +55,15 @@ def resolve_columns(
             )
         tgt, tsrc = found[0], "default order " + " > ".join(TARGET_CANDIDATES)
     if columns:
-        for c in columns:
-            if c not in available:
-                raise unknown_name_error("input column", c, avail)
+        missing = [c for c in columns if c not in available]
+        if len(missing) == 1:
+            raise unknown_name_error("input column", missing[0], avail)
+        if missing:
+            parts = []
+            for c in missing:
+                hint = close_matches(c, avail)
+                parts.append(f"{c!r} (closest: {', '.join(hint)})" if hint else repr(c))
+            raise UserError("unknown input columns " + "; ".join(parts))
         if tgt in columns:
             raise UserError(f"the target {tgt!r} cannot also be an input column")
         dup = sorted({c for c in columns if columns.count(c) > 1})

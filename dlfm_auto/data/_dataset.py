@@ -190,5 +190,5 @@ def drop_constant(
         else:
             keep.append(j)
     if not keep:
-        raise UserError("every input column is constant over the whole record: nothing to learn from")
+        raise UserError("every input column is constant over the whole record")
     return features[:, keep], tuple(names[j] for j in keep), msgs

@@ -27,6 +27,18 @@ from dlfm_auto.data._read import file_sha256, read_header, read_records
 from dlfm_auto.data._windows import build_calendar, longest_valid_run, valid_targets, windows
 
 _CACHE_VERSION = 1
+_CODE_FILES = ("_read.py", "_columns.py", "_daily.py", "_prepare.py", "_config.py")
+_CODE_HASH: list[str] = []
+
+
+def _code_hash() -> str:
+    """Hash of the modules that shape the daily table: a code change invalidates the cache."""
+    if not _CODE_HASH:
+        h = hashlib.sha256()
+        for name in _CODE_FILES:
+            h.update((Path(__file__).parent / name).read_bytes())
+        _CODE_HASH.append(h.hexdigest()[:16])
+    return _CODE_HASH[0]
 _MEM_DAILY: OrderedDict = OrderedDict()
 _MEM_DATASETS: OrderedDict = OrderedDict()
 _SHA: dict[tuple, str] = {}
@@ -93,7 +105,7 @@ def load_daily(cfg: PrepareConfig) -> tuple:
         return hit
     sha = _sha(path)
     disk = cache_dir()
-    blob = repr((_CACHE_VERSION, sha, cfg.daily_key())).encode()
+    blob = repr((_CACHE_VERSION, _code_hash(), sha, cfg.daily_key())).encode()
     disk_file = disk / f"daily-{hashlib.sha256(blob).hexdigest()[:24]}.pkl" if disk else None
     if disk_file is not None and disk_file.exists():
         try:

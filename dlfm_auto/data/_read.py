@@ -73,7 +73,7 @@ def read_header(path: str | Path) -> FluxHeader:
     site = None
     try:
         with _open_text(p) as f:
-            for i, line in enumerate(f):
+            for i, line in enumerate(f):  # noqa: B007 (i is the header line after the loop)
                 s = line.strip()
                 if not s:
                     continue

@@ -45,7 +45,7 @@ def build_calendar(
             feats += [r.mean().to_numpy(), r.var(ddof=0).to_numpy()]
             names += [f"{c}_mean{stats_window}d", f"{c}_var{stats_window}d"]
     if doy:
-        feats.append(full.dayofyear.to_numpy(np.float64) / 366.0)
+        feats.append(full.day_of_year.to_numpy(np.float64) / 366.0)
         names.append("DOY")
     if lag_nee:
         feats.append(t["NEE"].shift(1).to_numpy(np.float64))
