@@ -27,7 +27,7 @@ def _csv_ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
 
 
 def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/data.csv") -> None:
