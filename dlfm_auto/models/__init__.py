@@ -1,0 +1,26 @@
+"""Model families: one module each, one registry line each."""
+
+from dlfm_auto._errors import unknown_name_error
+from dlfm_auto.models import ann, dynamic_ann, lstm, random_forest, rnn, xgboost, xlstm
+from dlfm_auto.models._base import FEEDS, Family, Regressor, to_tabular
+
+FAMILIES: dict[str, Family] = {
+    "ann": ann.FAMILY,
+    "dynamic_ann": dynamic_ann.FAMILY,
+    "rnn": rnn.FAMILY,
+    "lstm": lstm.FAMILY,
+    "xlstm": xlstm.FAMILY,
+    "xgboost": xgboost.FAMILY,
+    "random_forest": random_forest.FAMILY,
+}
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; an unknown name lists the closest ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise unknown_name_error("model family", name, FAMILIES) from None
+
+
+__all__ = ["FAMILIES", "FEEDS", "Family", "Regressor", "get_family", "to_tabular"]

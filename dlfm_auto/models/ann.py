@@ -1,0 +1,35 @@
+"""``ann``: the DLFM FirstANN, one hidden layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from torch import nn
+
+from dlfm_auto.models._base import FEEDS, Family, Feed, Regressor, feed_width, suggest_training
+
+
+def _space(trial: optuna.Trial) -> dict[str, Any]:
+    feed = trial.suggest_categorical("feed", list(FEEDS))
+    p = {"feed": feed, "layer_size": trial.suggest_int("layer_size", 4, 64, log=True)}
+    if feed != "today":
+        p["sequence_length"] = trial.suggest_categorical("sequence_length", [7, 14, 30])
+    return {**p, **suggest_training(trial, (200, 500, 800))}
+
+
+def _build(p: dict[str, Any], n_features: int, seq_len: int) -> Regressor:
+    width = feed_width(p["feed"], n_features, seq_len)
+    return Regressor(nn.Sequential(Feed(p["feed"]), nn.Linear(width, p["layer_size"]),
+                                   nn.ReLU(), nn.Linear(p["layer_size"], 1)))
+
+
+FAMILY = Family(
+    name="ann", sequence=False, kind="torch",
+    description="one hidden layer (DLFM FirstANN)",
+    space=_space,
+    dlfm_grid={"layer_size": [8], "batch_size": [64], "epochs": [800], "lr": [1e-3],
+               "weight_decay": [0.01]},
+    builder=_build, sequence_lengths=(7, 14, 30), feeds=FEEDS,
+    defaults={"optimizer": "sgd", "feed": "today", "dropout": 0.0}, max_epochs=800,
+)

@@ -1,0 +1,1 @@
+"""Reports: final evaluation, ecosystem memory, driver/lag sensitivity."""

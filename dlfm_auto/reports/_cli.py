@@ -1,0 +1,71 @@
+"""``report final|memory|variables``."""
+
+from __future__ import annotations
+
+import argparse
+
+from dlfm_auto import cli
+from dlfm_auto.study._storage import DEFAULT_STORAGE
+
+
+def _extend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write a report under reports/")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    f = kinds.add_parser("final", help="retrain the best parameters, evaluate held-out years")
+    f.add_argument("study_name")
+    f.add_argument("--num-models", type=int, default=5)
+    _common(f)
+
+    m = kinds.add_parser("memory", help="skill vs input sequence length (matched samples)")
+    m.add_argument("family")
+    cli.add_data_args(m)
+    m.add_argument("--sequence-lengths", type=cli._csv_ints, default=(1, 3, 7, 14, 30, 60, 90, 120))
+    m.add_argument("--num-models", type=int, default=3)
+    m.add_argument("--params", default="best",
+                   help="best (the FAMILY-SITE study), a study name, or k=v,k=v")
+    m.add_argument("--max-epochs", type=int)
+    m.add_argument("--n-jobs", type=int, default=1)
+    _common(m, data=False)
+
+    v = kinds.add_parser("variables", help="sensitivity by driver and lag")
+    v.add_argument("study_name")
+    v.add_argument("--lags", help="0..L or a list 0,1,7 (default: the whole window)")
+    v.add_argument("--artifact-dir")
+    _common(v)
+
+
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE)
+    p.add_argument("--out", default="reports", help="reports folder")
+    if data:
+        p.add_argument("--data", help="the study's data file, if it moved (checked by hash)")
+
+
+cli._EXTENSIONS.append(_extend)
+
+
+@cli.verb("report")
+def report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.kind == "final":
+        from dlfm_auto.reports._final import final_report
+
+        dest = final_report(args.storage, args.study_name, num_models=args.num_models,
+                            out_root=Path(args.out), data=args.data)
+    elif args.kind == "memory":
+        from dlfm_auto.reports._memory import memory_report
+
+        dest = memory_report(args.storage, args.family, cli.config_from_args(args),
+                             lengths=tuple(args.sequence_lengths), num_models=args.num_models,
+                             params_source=args.params, max_epochs=args.max_epochs,
+                             out_root=Path(args.out), n_jobs=args.n_jobs)
+    else:
+        from dlfm_auto.reports._variables import variables_report
+
+        dest = variables_report(args.storage, args.study_name, lags=args.lags,
+                                out_root=Path(args.out), data=args.data,
+                                artifacts_dir=args.artifact_dir)
+    print(f"report written to {dest}/ (index.html, report.md, metrics.json, PNG figures)")
+    return 0

@@ -1,0 +1,66 @@
+"""Loading what a report needs from a study, with clear errors for stale inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dlfm_auto._errors import UserError
+from dlfm_auto.study._runner import load_spec
+from dlfm_auto.study._spec import StudySpec
+from dlfm_auto.study._storage import display_url, open_storage
+
+
+@dataclass
+class StudyContext:
+    study: optuna.Study
+    spec: StudySpec
+    best: FrozenTrial
+    params: dict[str, Any]  # model params of the best trial (no sequence_length)
+    sequence_length: int
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    storage = open_storage(storage_url, heartbeat=False, must_exist=True)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        from dlfm_auto._errors import unknown_name_error
+
+        raise unknown_name_error(f"study in {display_url(storage_url)}", name, names) from None
+
+
+def check_data_file(spec: StudySpec, data_override: str | None = None) -> StudySpec:
+    """The study's data file must still exist and be the same file (hash)."""
+    from dlfm_auto.data._read import file_sha256
+
+    if data_override:
+        spec = spec.replace(prep=spec.prep.replace(data=data_override))
+    path = Path(spec.prep.data)
+    if not path.exists():
+        raise UserError(f"the study's data file {path} no longer exists; pass --data with "
+                        f"a copy of {spec.data_name}")
+    sha = file_sha256(path)
+    if spec.data_sha256 and sha != spec.data_sha256:
+        raise UserError(f"the data file {path} changed since the study ran (sha256 "
+                        f"{sha[:12]}... vs {spec.data_sha256[:12]}...); re-run the study or pass "
+                        f"--data with the original file")
+    return spec
+
+
+def study_context(storage_url: str, name: str, data_override: str | None = None
+                  ) -> StudyContext:
+    study = load_study(storage_url, name)
+    spec = check_data_file(load_spec(study), data_override)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise UserError(f"study {name!r} has no complete trial yet: run `run-study` first")
+    best = max(complete, key=lambda t: t.value)
+    params = {k: v for k, v in best.params.items() if k != "sequence_length"}
+    L = int(best.user_attrs.get("sequence_length", spec.prep.sequence_length))
+    return StudyContext(study, spec, best, params, L)

@@ -1,0 +1,251 @@
+"""Study verbs: run-study, worker, studies, best, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dlfm_auto import cli
+from dlfm_auto._errors import UserError
+from dlfm_auto.study._storage import DEFAULT_STORAGE, display_url
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; PostgreSQL: "
+                        "postgresql+psycopg://user@host/db; journal file: journal:///path)")
+    p.add_argument("--artifact-dir", help="model artifacts folder (default: beside the database)")
+
+
+def _extend(sub: argparse._SubParsersAction) -> None:
+    from dlfm_auto.models import FAMILIES
+
+    p = sub.add_parser("run-study", help="create or resume a study and run its trials")
+    p.add_argument("family", help=f"model family: {', '.join(FAMILIES)}")
+    cli.add_data_args(p)
+    _add_storage(p)
+    p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "wilcoxon", "none"])
+    p.add_argument("--n-trials", type=int, default=20, help="total trials wanted in the study")
+    p.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    p.add_argument("--max-epochs", type=int, help="cap every epoch budget")
+    p.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=int, default=1,
+                   help="parallel local worker processes (1 torch thread each)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("worker", help="join an existing study and run trials until it is done")
+    p.add_argument("study_name")
+    _add_storage(p)
+    p.add_argument("--data", help="local copy of the study's data file (checked by hash)")
+    p.add_argument("--n-trials", type=int, help="stop after this many trials from this worker")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--worker-id", type=int, default=None, help="sampler seed offset")
+
+    p = sub.add_parser("studies", help="list the studies in a storage")
+    _add_storage(p)
+
+    p = sub.add_parser("best", help="print the best trial of a study")
+    p.add_argument("study_name")
+    _add_storage(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage")
+    _add_storage(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+
+cli._EXTENSIONS.append(_extend)
+
+
+@cli.verb("run-study")
+def run_study(args: argparse.Namespace) -> int:
+    from dlfm_auto.study._artifacts import default_artifacts_dir
+    from dlfm_auto.study._runner import (
+        ProgressPoller,
+        WorkerOptions,
+        build_spec,
+        create_or_resume,
+        default_study_name,
+        finished_count,
+        run_workers,
+    )
+
+    if args.data == "data/data.csv" and not Path(args.data).exists():
+        raise UserError("no data/data.csv: pass --data PATH, or run "
+                        "`python -m dlfm_auto demo-data` to write a synthetic demo site")
+    prep = cli.config_from_args(args)
+    spec = build_spec(
+        args.family, prep, length_given=args.sequence_length is not None,
+        sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
+        max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
+    )
+    name = args.study_name or default_study_name(spec)
+    study = create_or_resume(args.storage, name, spec)
+    total = study.user_attrs["n_trials"]
+    done = finished_count(study)
+    print(f"study {name!r} in {display_url(args.storage)}: {spec.family} on {spec.data_name} "
+          f"(target {spec.target}; inputs {', '.join(spec.inputs)}); {done}/{total} finished")
+    if args.n_trials == 0 and args.sampler != "grid":
+        print(f"created; workers join with: python -m dlfm_auto worker {name} "
+              f"--storage {display_url(args.storage)}")
+        return 0
+    artifacts = args.artifact_dir or default_artifacts_dir(args.storage)
+    opts = WorkerOptions(
+        storage_url=args.storage, study_name=name,
+        deadline=(time.time() + args.timeout) if args.timeout else None,
+    )
+    t0 = time.time()
+    try:
+        with ProgressPoller(args.storage, name, total,
+                            enabled=not args.quiet and sys.stderr.isatty() or _force_bar()):
+            run_workers(opts, max(1, args.n_jobs), artifacts)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trials are saved in {display_url(args.storage)}; "
+              "run the same command to resume", file=sys.stderr)
+        return 130
+    _print_summary(args.storage, name, time.time() - t0, artifacts)
+    return 0
+
+
+def _force_bar() -> bool:
+    import os
+
+    return os.environ.get("DLFM_AUTO_PROGRESS") == "1"
+
+
+@cli.verb("worker")
+def worker(args: argparse.Namespace) -> int:
+    import os
+
+    from dlfm_auto.study._artifacts import BestModelSaver, default_artifacts_dir
+    from dlfm_auto.study._runner import WorkerOptions, work
+
+    opts = WorkerOptions(
+        storage_url=args.storage, study_name=args.study_name, data_override=args.data,
+        worker=args.worker_id if args.worker_id is not None else os.getpid() % 997,
+        max_trials=args.n_trials,
+        deadline=(time.time() + args.timeout) if args.timeout else None,
+    )
+    saver = BestModelSaver(args.artifact_dir or default_artifacts_dir(args.storage))
+    try:
+        ran = work(opts, on_best=saver)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial is marked failed and will be re-run",
+              file=sys.stderr)
+        return 130
+    print(f"worker finished: ran {ran} trial(s) of study {args.study_name!r}")
+    return 0
+
+
+@cli.verb("studies")
+def studies(args: argparse.Namespace) -> int:
+    import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._storage import open_storage
+
+    storage = open_storage(args.storage, heartbeat=False, must_exist=True)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if not names:
+        print(f"no studies in {display_url(args.storage)}")
+        return 0
+    table = Table(title=f"studies in {display_url(args.storage)}")
+    for col in ("study", "family", "site", "complete", "pruned", "failed", "running",
+                "best R²", "last update"):
+        table.add_column(col)
+    for n in names:
+        s = study_summary(optuna.load_study(study_name=n, storage=storage))
+        c, ua = s["counts"], s["user_attrs"]
+        best = f"{s['best']['value']:.4f}" if "best" in s else "-"
+        table.add_row(n, str(ua.get("family", "?")), str(ua.get("site", "?")),
+                      str(c["complete"]), str(c["pruned"]), str(c["fail"]), str(c["running"]),
+                      best, str(s["last_update"] or "-"))
+    Console(width=140).print(table)
+    return 0
+
+
+@cli.verb("best")
+def best(args: argparse.Namespace) -> int:
+    import optuna
+
+    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._storage import open_storage
+
+    storage = open_storage(args.storage, heartbeat=False, must_exist=True)
+    try:
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study named {args.study_name!r} in {display_url(args.storage)}"
+                        ) from None
+    s = study_summary(study)
+    if "best" not in s:
+        raise UserError(f"study {args.study_name!r} has no complete trial yet")
+    if args.json:
+        print(json.dumps({"study": s["study"], "counts": s["counts"], **s["best"]}, indent=2))
+        return 0
+    b = s["best"]
+    sd = b.get("cv_r2_sd")
+    print(f"study {s['study']}: best trial #{b['number']}  CV R² {b['value']:.4f}"
+          + (f" ± {sd:.4f}" if sd is not None else ""))
+    for k, v in sorted(b["params"].items()):
+        print(f"  {k} = {v}")
+    if b.get("fold_r2"):
+        folds = zip(b["fold_val_years"] or [], b["fold_r2"], strict=False)
+        print("  folds: " + ", ".join(f"{y}: {r:.3f}" for y, r in folds))
+    return 0
+
+
+@cli.verb("dashboard")
+def dashboard(args: argparse.Namespace) -> int:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from dlfm_auto.study._artifacts import default_artifacts_dir
+    from dlfm_auto.study._storage import open_storage
+
+    storage = open_storage(args.storage, heartbeat=False, must_exist=True)
+    art = args.artifact_dir or default_artifacts_dir(args.storage)
+    store = FileSystemArtifactStore(art) if Path(art).exists() else None
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {display_url(args.storage)} "
+          "(Ctrl-C to stop)")
+    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    return 0
+
+
+def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) -> None:
+    import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._storage import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
+    s = study_summary(study)
+    c = s["counts"]
+    t = Table(title=f"study {name}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("trials", f"{c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed, "
+                        f"{c['running']} running, {c['waiting']} queued")
+    if "best" in s:
+        b = s["best"]
+        sd = b.get("cv_r2_sd") or 0.0
+        t.add_row("best CV R²", f"{b['value']:.4f} ± {sd:.4f} (trial #{b['number']}, "
+                               f"{len(b.get('fold_r2') or [])} folds)")
+        t.add_row("best params", ", ".join(f"{k}={v}" for k, v in sorted(b["params"].items())))
+    t.add_row("wall time", f"{seconds:.1f} s")
+    t.add_row("stored in", display_url(storage_url))
+    t.add_row("models", artifacts)
+    t.add_row("dashboard", f"optuna-dashboard {display_url(storage_url)} --artifact-dir {artifacts}"
+                           f"   (or: python -m dlfm_auto dashboard)")
+    Console(width=140).print(t)

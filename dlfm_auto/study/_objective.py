@@ -1,0 +1,157 @@
+"""The objective: mean validation R² over the leave-one-year-out folds.
+
+Intermediate values: with the median and hyperband pruners, every epoch of every fold is
+reported at step ``fold * stride + epoch`` (``stride`` = the study's largest epoch budget), so
+trials are compared at the same fold and epoch and a bad trial stops inside its first fold. With
+the Wilcoxon pruner, each fold's R² is reported at step = fold index, the paired per-fold
+comparison that pruner is designed for. The value reported per epoch is the best validation R²
+of the fold so far, which is what the fold will return under early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from dlfm_auto.data import prepare
+from dlfm_auto.models import get_family
+from dlfm_auto.study._spec import StudySpec
+from dlfm_auto.training import train_split
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SurplusTrial(Exception):
+    """The study's total was reached by other workers while this trial was being started."""
+
+
+def default_sequence_length(family_name: str) -> int:
+    """DLFM defaults when a grid study is not given --sequence-length: 30 days, or today."""
+    return 30 if get_family(family_name).sequence else 1
+
+
+def epoch_budget(spec: StudySpec) -> int:
+    """Largest epoch budget of the search space (the step stride between folds)."""
+    fam = get_family(spec.family)
+    values = fam.grid().get("epochs") or [getattr(fam, "max_epochs", 1000)]
+    top = max(int(v) for v in values) if spec.sampler == "grid" else int(
+        getattr(fam, "max_epochs", max(int(v) for v in values)))
+    return min(top, spec.max_epochs) if spec.max_epochs else top
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every point of the family's DLFM grid, in a fixed order."""
+    import itertools
+
+    grid = get_family(spec.family).grid()
+    keys = sorted(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def suggest_grid(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    grid = get_family(spec.family).grid()
+    return {k: trial.suggest_categorical(k, list(v)) for k, v in sorted(grid.items())}
+
+
+class Objective:
+    """Callable for ``study.optimize``; built from the stored spec by every worker."""
+
+    def __init__(self, spec: StudySpec, *, device: str | None = None, threads: int = 1) -> None:
+        self.spec = spec
+        self.family = get_family(spec.family)
+        self.device = device
+        self.threads = threads
+        self.stride = epoch_budget(spec)
+        self.on_best = None  # callback(trial, params, results, dataset) set by the runner
+
+    def _check_surplus(self, trial: optuna.Trial) -> None:
+        """Stop a trial started after other workers already reached the total."""
+        if self.spec.sampler == "grid":
+            return  # grid trials are pre-queued: each one is needed
+        earlier = trial.study.get_trials(
+            deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+        )
+        n = sum(1 for t in earlier if t.number < trial.number)
+        if n >= self.spec.n_trials:
+            raise SurplusTrial(f"total of {self.spec.n_trials} trials reached")
+
+    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.spec.sampler == "grid":
+            return suggest_grid(trial, self.spec)
+        return dict(self.family.suggest(trial))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self._check_surplus(trial)
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # Recorded on the (failed) trial so the next run re-queues its parameters.
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        spec = self.spec
+        params = self.params(trial)
+        L = spec.prep.sequence_length
+        if not spec.fixed_length and "sequence_length" in params:
+            L = int(params["sequence_length"])
+        match = spec.prep.match_length
+        lengths = getattr(self.family, "sequence_lengths", None)
+        if not spec.fixed_length and lengths:
+            match = max(max(lengths), match or 0)  # same target days for every searched L
+        ds = prepare(spec.prep.replace(sequence_length=L, match_length=match))
+        splits = ds.cv_splits()
+        params = {k: v for k, v in params.items() if k != "sequence_length"}
+        wilcoxon = spec.pruner == "wilcoxon"
+        results = []
+        for i, split in enumerate(splits):
+            report = None
+            if not wilcoxon and spec.pruner != "none":
+                report = self._epoch_reporter(trial, i)
+            res = train_split(
+                self.family, params, split, max_epochs=spec.max_epochs, patience=spec.patience,
+                seed=spec.seed + i, device=self.device, report=report,
+            )
+            results.append(res)
+            trial.set_user_attr(f"fold{i}_r2", float(res.r2))
+            if wilcoxon:
+                trial.report(float(res.r2), i)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {i} ({split.name})")
+        r2 = [float(r.r2) for r in results]
+        mse = [float(r.mse) for r in results]
+        trial.set_user_attr("fold_val_years", [s.val_years[0] for s in splits])
+        trial.set_user_attr("fold_r2", r2)
+        trial.set_user_attr("fold_mse", mse)
+        trial.set_user_attr("best_epochs", [int(r.best_epoch) for r in results])
+        trial.set_user_attr("n_train", [int(r.n_train) for r in results])
+        trial.set_user_attr("n_val", [int(r.n_val) for r in results])
+        trial.set_user_attr("sequence_length", L)
+        trial.set_user_attr("cv_r2_sd", statistics.stdev(r2) if len(r2) > 1 else 0.0)
+        trial.set_user_attr("cv_mse", float(np.mean(mse)))
+        value = float(np.mean(r2))
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite CV R² ({r2})")
+        if self.on_best is not None:
+            self.on_best(trial, value, params, results, ds, splits)
+        return value
+
+    def _epoch_reporter(self, trial: optuna.Trial, fold: int):
+        best = -math.inf
+        stride = self.stride
+
+        def report(epoch: int, val_r2: float) -> None:
+            nonlocal best
+            best = max(best, float(val_r2)) if math.isfinite(val_r2) else best
+            if not math.isfinite(best):
+                return
+            trial.report(best, fold * stride + min(int(epoch), stride - 1))
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned in fold {fold} at epoch {epoch}")
+
+        return report

@@ -1,0 +1,377 @@
+"""Creating, resuming and running studies; one loop shared by local and remote workers.
+
+* ``create_or_resume`` is run once by the coordinator (``run-study``) before any worker starts:
+  it creates the storage and study (several processes creating a new SQLite database at once
+  crash), refuses a spec that differs from the stored one, fails trials left RUNNING by a dead
+  process (heartbeat), and queues the work that must be (re)done: every missing grid point, and
+  the parameters of trials interrupted by Ctrl-C.
+* ``work`` is what every worker runs: ``study.optimize(n_trials=1)`` in a loop (heartbeats only
+  run inside ``optimize``) until the study holds ``n_trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dlfm_auto._errors import UserError
+from dlfm_auto.data import PrepareConfig, prepare
+from dlfm_auto.models import get_family
+from dlfm_auto.study._objective import (
+    FINISHED,
+    Objective,
+    SurplusTrial,
+    default_sequence_length,
+    grid_points,
+)
+from dlfm_auto.study._spec import SPEC_ATTR, StudySpec, code_version, differences, now_iso, versions
+from dlfm_auto.study._storage import open_storage
+
+MAX_GRID_RETRIES = 3
+
+
+def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSampler:
+    seed = spec.seed + 1000 * worker  # distinct streams per worker: no duplicate suggestions
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(get_family(spec.family).grid(), seed=seed)
+    if spec.sampler == "random":
+        base: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        base = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=10)
+    if spec.fixed_length and get_family(spec.family).sequence:
+        return optuna.samplers.PartialFixedSampler(
+            {"sequence_length": spec.prep.sequence_length}, base)
+    return base
+
+
+def make_pruner(spec: StudySpec, stride: int, n_folds: int) -> optuna.pruners.BasePruner:
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if spec.pruner == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=1)
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, stride // 20),
+                                              max_resource=stride * n_folds)
+    # Median: after 5 finished trials, stop one whose best fold R² so far is below the median
+    # of earlier trials at the same fold and epoch; no decision in a fold's first epochs.
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(10, stride // 2))
+
+
+def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: Any) -> StudySpec:
+    """A spec for a new run: resolves defaults and reads the data once (errors surface here)."""
+    fam = get_family(family)
+    sampler = kw.get("sampler", "tpe")
+    fixed = length_given or sampler == "grid" or not fam.sequence
+    if sampler == "grid" and not length_given:
+        prep = prep.replace(sequence_length=default_sequence_length(family))
+    ds = prepare(prep)
+    src = ds.source
+    return StudySpec(
+        family=family, prep=prep, fixed_length=fixed, data_sha256=src.sha256,
+        data_name=src.name, site=src.site, target=src.target, inputs=src.inputs, **kw,
+    )
+
+
+def default_study_name(spec: StudySpec) -> str:
+    site = spec.site or spec.data_name.split(".")[0]
+    return f"{spec.family}-{site}" + ("-grid" if spec.sampler == "grid" else "")
+
+
+def load_spec(study: optuna.Study) -> StudySpec:
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise UserError(f"study {study.study_name!r} was not created by dlfm_auto")
+    return StudySpec.from_dict(raw)
+
+
+def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optuna.Study:
+    """Create the study or check the stored spec; fail stale trials; queue needed work."""
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    direction="maximize", load_if_exists=True,
+                                    sampler=make_sampler(spec))
+    except Exception as e:
+        raise UserError(f"cannot create study {study_name!r}: {str(e).splitlines()[0]}") from None
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise UserError(f"study {study_name!r} exists and was not created by dlfm_auto")
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None and study.trials:
+        raise UserError(f"study {study_name!r} exists and was not created by dlfm_auto")
+    if stored is not None:
+        old = StudySpec.from_dict(stored)
+        diff = differences(old.identity(), spec.identity())
+        if diff:
+            raise UserError(
+                f"study {study_name!r} was created with other data or settings ("
+                + "; ".join(diff[:4]) + ("; ..." if len(diff) > 4 else "")
+                + "); pass --study-name NEW for a new study, or the same settings to resume"
+            )
+    if spec.sampler == "grid":
+        spec = spec.replace(n_trials=len(grid_points(spec)))
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    for k, v in (("family", spec.family), ("site", spec.site), ("data_file", spec.data_name),
+                 ("data_sha256", spec.data_sha256), ("target", spec.target),
+                 ("inputs", list(spec.inputs)), ("n_trials", spec.n_trials),
+                 ("versions", versions()), ("code_version", code_version())):
+        study.set_user_attr(k, v)
+    if stored is None:
+        study.set_user_attr("created", now_iso())
+    study.set_user_attr("updated", now_iso())
+    optuna.storages.fail_stale_trials(study)
+    if spec.sampler == "grid":
+        _queue_missing_grid_points(study, spec)
+    else:
+        _requeue_interrupted(study)
+    return study
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _queue_missing_grid_points(study: optuna.Study, spec: StudySpec) -> None:
+    """Exact grid coverage: queue each point with no finished, running or queued trial."""
+    live = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    covered, failures = set(), {}
+    for t in study.get_trials(deepcopy=False):
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        k = _key(params)
+        if t.state in live:
+            covered.add(k)
+        elif t.state == TrialState.FAIL:
+            failures[k] = failures.get(k, 0) + 1
+    for point in grid_points(spec):
+        k = _key(point)
+        if k not in covered and failures.get(k, 0) < MAX_GRID_RETRIES:
+            study.enqueue_trial(point, skip_if_exists=False)
+
+
+def _requeue_interrupted(study: optuna.Study) -> None:
+    """Re-run the parameters of trials that Ctrl-C interrupted (once each)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+                and t.number not in retried and t.params):
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def waiting_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+@dataclass
+class WorkerOptions:
+    storage_url: str
+    study_name: str
+    worker: int = 0
+    threads: int = 1
+    device: str | None = None
+    data_override: str | None = None
+    max_trials: int | None = None  # this worker's own cap
+    deadline: float | None = None  # time.time() after which no trial starts
+
+
+def work(opts: WorkerOptions, on_best: Callable | None = None) -> int:
+    """Run trials until the study holds its total of finished trials. Returns trials run.
+
+    The study says what its trials are: a search study (``dlfm_auto.spec``) or the (L, seed)
+    units of a memory report (``dlfm_auto.memory``); either way the loop is the same.
+    """
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(opts.storage_url, must_exist=True)
+    try:
+        study = optuna.load_study(study_name=opts.study_name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study named {opts.study_name!r} in {opts.storage_url}") from None
+    from dlfm_auto.reports._memory import MEMORY_ATTR, MemoryObjective
+
+    if MEMORY_ATTR in study.user_attrs:
+        mem = study.user_attrs[MEMORY_ATTR]
+        if opts.data_override:
+            mem = {**mem, "prep": {**mem["prep"], "data": opts.data_override}}
+        objective: Callable = MemoryObjective(mem, device=opts.device)
+        total = len(mem["lengths"]) * mem["num_models"]
+        queued_only = True
+    else:
+        spec = load_spec(study)
+        if opts.data_override:
+            spec = spec.replace(prep=spec.prep.replace(data=opts.data_override))
+        check_data(spec)
+        search = Objective(spec, device=opts.device, threads=opts.threads)
+        n_folds = len(prepare(spec.prep).fold_years[: spec.prep.folds])
+        study.sampler = make_sampler(spec, opts.worker)
+        study.pruner = make_pruner(spec, search.stride, n_folds)
+        search.on_best = on_best
+        objective, total, queued_only = search, spec.n_trials, spec.sampler == "grid"
+    ran = 0
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    while True:
+        if finished_count(study) >= total:
+            break
+        if opts.max_trials is not None and ran >= opts.max_trials:
+            break
+        if opts.deadline is not None and time.time() >= opts.deadline:
+            break
+        if queued_only and waiting_count(study) == 0:
+            break  # every unit is done or running elsewhere; failures re-queue on next run
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        ran += 1
+    return ran
+
+
+def check_data(spec: StudySpec) -> None:
+    """Refuse to work on a data file whose content differs from the study's."""
+    from dlfm_auto.data import load_daily
+
+    _, _, src = load_daily(spec.prep)
+    if spec.data_sha256 and src.sha256 != spec.data_sha256:
+        raise UserError(
+            f"data file {spec.prep.data} differs from the study's ({spec.data_name}, sha256 "
+            f"{spec.data_sha256[:12]}..., this file {src.sha256[:12]}...); pass --data with "
+            f"the study's file"
+        )
+
+
+def _worker_entry(opts: WorkerOptions, artifacts_dir: str | None) -> None:
+    """Entry point of a local worker process (spawned)."""
+    import signal
+
+    from dlfm_auto.study._artifacts import BestModelSaver
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    saver = BestModelSaver(artifacts_dir) if artifacts_dir else None
+    try:
+        work(opts, on_best=saver)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_workers(opts: WorkerOptions, n_jobs: int, artifacts_dir: str | None,
+                progress: Callable[[], None] | None = None) -> None:
+    """Run ``n_jobs`` workers: in this process for 1, else as spawned processes."""
+    from dlfm_auto.study._artifacts import BestModelSaver
+
+    if n_jobs <= 1:
+        saver = BestModelSaver(artifacts_dir) if artifacts_dir else None
+        work(opts, on_best=saver)
+        return
+    ctx = mp.get_context("spawn")
+    procs = []
+    for w in range(n_jobs):
+        o = WorkerOptions(**{**opts.__dict__, "worker": w})
+        p = ctx.Process(target=_worker_entry, args=(o, artifacts_dir), daemon=False)
+        p.start()
+        procs.append(p)
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=60)
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if bad:
+        raise RuntimeError(f"{len(bad)} worker process(es) failed (exit codes {bad})")
+
+
+class ProgressPoller:
+    """Polls the storage in a thread and drives a rich progress bar (any number of workers)."""
+
+    def __init__(self, storage_url: str, study_name: str, total: int, enabled: bool = True):
+        self.url, self.name, self.total, self.enabled = storage_url, study_name, total, enabled
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ProgressPoller:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        storage = open_storage(self.url, heartbeat=False)
+        study = optuna.load_study(study_name=self.name, storage=storage)
+        start_done = finished_count(study)
+        cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn())
+        with Progress(*cols, transient=False) as bar:
+            task = bar.add_task(self.name, total=self.total, completed=start_done, best="")
+            while True:
+                stopping = self._stop.wait(1.0)
+                trials = study.get_trials(deepcopy=False)
+                done = [t for t in trials if t.state in FINISHED]
+                best = [t.value for t in trials if t.state == TrialState.COMPLETE]
+                text = f"best R² {max(best):.4f}" if best else "best R² -"
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                bar.update(task, completed=len(done), best=f"{text}  running {running}")
+                if stopping:
+                    break
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Counts, best trial and its CV R² ± sd, for the end-of-run table and `best`."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    out: dict[str, Any] = {"study": study.study_name, "counts": counts,
+                           "user_attrs": dict(study.user_attrs)}
+    if complete:
+        best: FrozenTrial = max(complete, key=lambda t: t.value)
+        out["best"] = {
+            "number": best.number, "value": best.value, "params": best.params,
+            "cv_r2_sd": best.user_attrs.get("cv_r2_sd"),
+            "fold_r2": best.user_attrs.get("fold_r2"),
+            "fold_val_years": best.user_attrs.get("fold_val_years"),
+            "cv_mse": best.user_attrs.get("cv_mse"),
+            "sequence_length": best.user_attrs.get("sequence_length"),
+            "best_epochs": best.user_attrs.get("best_epochs"),
+            "duration_s": best.duration.total_seconds() if best.duration else None,
+        }
+    times = [t.datetime_complete for t in trials if t.datetime_complete]
+    out["last_update"] = max(times).isoformat(timespec="seconds") if times else None
+    return out
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+__all__ = [
+    "WorkerOptions", "build_spec", "create_or_resume", "default_study_name", "load_spec",
+    "make_pruner", "make_sampler", "run_workers", "study_summary", "time", "work",
+]

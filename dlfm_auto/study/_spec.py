@@ -1,0 +1,135 @@
+"""What a study is: one (data file, family, preprocessing config) plus how it is searched.
+
+The spec is stored in the study's user attributes when the study is created. Workers rebuild
+the objective from it (so a worker on another machine needs only the storage URL and the study
+name), reports read it, and a re-run with other data or settings is refused instead of mixing
+incompatible trials into one study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dlfm_auto._errors import UserError
+from dlfm_auto.data import PrepareConfig
+
+SPEC_ATTR = "dlfm_auto.spec"
+SAMPLERS = ("tpe", "grid", "random")
+PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines the trials of a study (see ``identity`` for what must match)."""
+
+    family: str
+    prep: PrepareConfig
+    sampler: str = "tpe"
+    pruner: str = "median"
+    n_trials: int = 20
+    max_epochs: int | None = None
+    fixed_length: bool = False  # sequence_length given by the user (else searched)
+    seed: int = 0
+    patience: int = 50
+    data_sha256: str = ""
+    data_name: str = ""
+    site: str | None = None
+    target: str = ""
+    inputs: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"invalid sampler={self.sampler!r}: must be one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"invalid pruner={self.pruner!r}: must be one of {', '.join(PRUNERS)}")
+        if self.n_trials < 0:
+            raise UserError(f"invalid n_trials={self.n_trials}: must be >= 0")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise UserError(f"invalid max_epochs={self.max_epochs}: must be >= 1")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the study (n_trials, pruner may change)."""
+        return {
+            "family": self.family,
+            "data_sha256": self.data_sha256,
+            "target": self.target,
+            "inputs": list(self.inputs),
+            "prep": _jsonable(self.prep.settings()),
+            "sampler": self.sampler,
+            "max_epochs": self.max_epochs,
+            "fixed_length": self.fixed_length,
+            "seed": self.seed,
+            "patience": self.patience,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _jsonable(dataclasses.asdict(self))
+        d["prep"] = {"data": self.prep.data, **_jsonable(self.prep.settings())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        d = dict(d)
+        prep = dict(d.pop("prep"))
+        if prep.get("columns") is not None:
+            prep["columns"] = tuple(prep["columns"])
+        d["inputs"] = tuple(d.get("inputs", ()))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(prep=PrepareConfig(**prep), **{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **kw: Any) -> StudySpec:
+        return dataclasses.replace(self, **kw)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable list of settings that differ between two identities."""
+    out = []
+    for key in sorted(set(stored) | set(new)):
+        a, b = stored.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{d}" for d in differences(a, b)]
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape results, plus Python."""
+    out = {"python": platform.python_version()}
+    for pkg in ("dlfm_auto", "optuna", "torch", "numpy", "pandas", "scikit-learn",
+                "xgboost-cpu", "xgboost", "xlstm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def code_version() -> str:
+    """Git commit of the package's checkout when there is one, else the package version."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0 and rev.stdout.strip():
+            return rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return versions().get("dlfm_auto", "unknown")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,93 @@
+"""Real interruptions: kill -9 and Ctrl-C in the middle of a trial, then the same command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import ROOT, simple_site, write_flux_csv
+from optuna.trial import TrialState
+
+from dlfm_auto.study import open_storage
+
+N = 4
+
+
+@pytest.fixture
+def setup(tmp_path):
+    site = write_flux_csv(tmp_path / "site.csv", simple_site(days=4 * 365))
+    url = f"sqlite:///{tmp_path}/f.db"
+    cmd = [sys.executable, "-m", "dlfm_auto", "run-study", "lstm", "--data", str(site),
+           "--target", "NEE", "--columns", "TA", "PPFD_IN", "--eval-years", "1", "--folds", "2",
+           "--sequence-length", "7", "--n-trials", str(N), "--max-epochs", "60",
+           "--patience", "1000", "--pruner", "none", "--storage", url, "--study-name", "f",
+           "--quiet"]
+    env = {**os.environ, "DLFM_AUTO_HEARTBEAT": "1", "DLFM_AUTO_GRACE": "3"}
+    return cmd, env, url
+
+
+def _trials(url):
+    storage = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name="f", storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def _start_and_wait_for_second_trial(cmd, env, url):
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ts = _trials(url)
+        done = [t for t in ts if t.state == TrialState.COMPLETE]
+        running = [t for t in ts if t.state == TrialState.RUNNING]
+        if done and running:
+            return proc, running[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"study ended early: {proc.stderr.read()}")
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no second trial started in time")
+
+
+def test_kill_9_mid_trial_then_rerun(setup):
+    cmd, env, url = setup
+    proc, victim = _start_and_wait_for_second_trial(cmd, env, url)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(t.state == TrialState.RUNNING for t in _trials(url))  # left behind
+    time.sleep(4)  # longer than the grace period: the heartbeat is now stale
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    ts = _trials(url)
+    states = [t.state for t in ts]
+    assert states.count(TrialState.COMPLETE) == N
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    dead = next(t for t in ts if t.number == victim.number)
+    assert dead.state == TrialState.FAIL
+    retry = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == dead.params
+
+
+def test_ctrl_c_mid_trial_then_rerun(setup):
+    cmd, env, url = setup
+    proc, victim = _start_and_wait_for_second_trial(cmd, env, url)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    dead = next(t for t in _trials(url) if t.number == victim.number)
+    assert dead.state == TrialState.FAIL and dead.user_attrs.get("interrupted")
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    ts = _trials(url)
+    assert [t.state for t in ts].count(TrialState.COMPLETE) == N
+    retry = [t for t in ts if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == dead.params
