@@ -72,7 +72,12 @@ class Objective:
     def _check_surplus(self, trial: optuna.Trial) -> None:
         """Stop a trial started after other workers already reached the total."""
         if self.spec.sampler == "grid":
-            return  # grid trials are pre-queued: each one is needed
+            # Grid points are pre-queued; a trial that did not come from the queue (another
+            # worker took the last point between our check and our ask) would repeat a point.
+            attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+            if "fixed_params" not in attrs:
+                raise SurplusTrial("no queued grid point left")
+            return
         earlier = trial.study.get_trials(
             deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import warnings
 from pathlib import Path
 
 import optuna
@@ -20,6 +21,10 @@ from optuna.storages.journal import JournalFileBackend
 from dlfm_auto._errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///studies/dlfm.db"
+
+# Heartbeats and stale-trial retry are "experimental" in Optuna since 2.8; we rely on them on
+# purpose, so their warnings would only be noise for users.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -91,6 +96,32 @@ def check_sqlite_file(path: Path) -> None:
         )
 
 
+class SQLiteStorage(RDBStorage):
+    """RDBStorage for SQLite whose WAITING -> RUNNING claim is atomic across processes.
+
+    Optuna claims a queued trial with ``SELECT ... FOR UPDATE`` then ``UPDATE``; SQLite ignores
+    ``FOR UPDATE``, so two workers can both read a trial as WAITING and both run it (seen here
+    with two workers on a grid study: one point ran twice, the second ``tell`` failed). A file
+    lock beside the database serialises the claim; PostgreSQL's row lock needs no help.
+    """
+
+    def __init__(self, url: str, lock_path: Path, **kw: object) -> None:
+        super().__init__(url, **kw)
+        self._lock_path = lock_path
+
+    def set_trial_state_values(self, trial_id, state, values=None):  # type: ignore[override]
+        if state != optuna.trial.TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        import fcntl
+
+        with open(self._lock_path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return super().set_trial_state_values(trial_id, state, values)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exist: bool = False
                  ) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` with heartbeats; user-facing errors for bad URLs/files."""
@@ -120,6 +151,9 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exi
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
     try:
+        if spath is not None:
+            lock = spath.with_name(spath.name + ".lock")
+            return SQLiteStorage(url, lock, engine_kwargs=engine_kwargs, **kw)
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kw)
     except ImportError as e:
         raise UserError(f"storage {url!r} needs a database driver that is not installed: {e}"
