@@ -71,16 +71,18 @@ def config_from_args(args: argparse.Namespace, **overrides):
 @verb("prepare")
 def _prepare(args: argparse.Namespace) -> int:
     from dlfm_auto._io import atomic_write_text
-    from dlfm_auto.data import prepare
+    from dlfm_auto.data import load_daily, prepare
 
     cfg = config_from_args(args)
-    ds = prepare(cfg)
-    src = ds.source
+    # The filter report first: when the split plan fails, it shows what removed the days.
+    table, report, src = load_daily(cfg)
     print(f"file: {src.path} ({src.format}, {src.step_minutes}-min, site {src.site or '?'})")
     print(f"target: {src.target} ({src.target_source})")
     print(f"inputs: {', '.join(src.inputs)} ({src.inputs_source})")
-    for line in ds.report.lines():
+    for line in report.lines():
         print(line)
+    sys.stdout.flush()
+    ds = prepare(cfg)
     per_year = ds.samples_per_year()
     print(f"samples at sequence_length={ds.sequence_length}: {len(ds.y)} "
           f"({', '.join(f'{y}: {n}' for y, n in per_year.items())})")

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from dlfm_auto.study import open_storage
 
-N = 4
+N = 3
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def setup(tmp_path):
     url = f"sqlite:///{tmp_path}/f.db"
     cmd = [sys.executable, "-m", "dlfm_auto", "run-study", "lstm", "--data", str(site),
            "--target", "NEE", "--columns", "TA", "PPFD_IN", "--eval-years", "1", "--folds", "2",
-           "--sequence-length", "7", "--n-trials", str(N), "--max-epochs", "60",
+           "--sequence-length", "7", "--n-trials", str(N), "--max-epochs", "40",
            "--patience", "1000", "--pruner", "none", "--storage", url, "--study-name", "f",
            "--quiet"]
     env = {**os.environ, "DLFM_AUTO_HEARTBEAT": "1", "DLFM_AUTO_GRACE": "3"}

@@ -4,11 +4,7 @@ from dlfm_auto.data._columns import DEFAULT_DRIVERS, TARGET_CANDIDATES
 from dlfm_auto.data._config import PrepareConfig
 from dlfm_auto.data._daily import FilterReport
 from dlfm_auto.data._dataset import Dataset, SourceInfo, min_val_samples
-
-try:
-    from dlfm_auto.data._demo import write_demo_site
-except ImportError:  # TEMP
-    pass
+from dlfm_auto.data._demo import write_demo_site
 from dlfm_auto.data._prepare import cache_dir, clear_caches, load_daily, prepare
 from dlfm_auto.data._split import Normalizer, Split
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dlfm_auto import cli
-from dlfm_auto.study._storage import DEFAULT_STORAGE
+from dlfm_auto._urls import DEFAULT_STORAGE
 
 
 def _extend(sub: argparse._SubParsersAction) -> None:

@@ -1,26 +1,31 @@
-"""Optuna studies: create/resume, run trials on any storage, inspect, artifacts."""
+"""Optuna studies: create/resume, run trials on any storage, inspect, artifacts.
 
-from dlfm_auto.study._artifacts import load_best_models
-from dlfm_auto.study._runner import (
-    WorkerOptions,
-    build_spec,
-    create_or_resume,
-    load_spec,
-    study_summary,
-    work,
-)
-from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.study._storage import DEFAULT_STORAGE, open_storage
+Names are imported lazily so that ``python -m dlfm_auto --help`` and the CLI's argument
+parsing do not pay for importing optuna and torch.
+"""
 
-__all__ = [
-    "DEFAULT_STORAGE",
-    "StudySpec",
-    "WorkerOptions",
-    "build_spec",
-    "create_or_resume",
-    "load_best_models",
-    "load_spec",
-    "open_storage",
-    "study_summary",
-    "work",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_STORAGE": "dlfm_auto.study._storage",
+    "open_storage": "dlfm_auto.study._storage",
+    "StudySpec": "dlfm_auto.study._spec",
+    "WorkerOptions": "dlfm_auto.study._runner",
+    "build_spec": "dlfm_auto.study._runner",
+    "create_or_resume": "dlfm_auto.study._runner",
+    "load_spec": "dlfm_auto.study._runner",
+    "study_summary": "dlfm_auto.study._runner",
+    "work": "dlfm_auto.study._runner",
+    "load_best_models": "dlfm_auto.study._artifacts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

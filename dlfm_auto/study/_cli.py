@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dlfm_auto import cli
 from dlfm_auto._errors import UserError
-from dlfm_auto.study._storage import DEFAULT_STORAGE, display_url
+from dlfm_auto._urls import DEFAULT_STORAGE, display_url
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
@@ -21,10 +21,9 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 
 def _extend(sub: argparse._SubParsersAction) -> None:
-    from dlfm_auto.models import FAMILIES
-
     p = sub.add_parser("run-study", help="create or resume a study and run its trials")
-    p.add_argument("family", help=f"model family: {', '.join(FAMILIES)}")
+    p.add_argument("family", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, xgboost, "
+                                  "random_forest")
     cli.add_data_args(p)
     _add_storage(p)
     p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")

@@ -19,8 +19,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 
 from dlfm_auto._errors import UserError
-
-DEFAULT_STORAGE = "sqlite:///studies/dlfm.db"
+from dlfm_auto._urls import DEFAULT_STORAGE, display_url  # noqa: F401 (re-exported)
 
 # Heartbeats and stale-trial retry are "experimental" in Optuna since 2.8; we rely on them on
 # purpose, so their warnings would only be noise for users.
@@ -161,13 +160,3 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exi
     except Exception as e:  # sqlalchemy errors: bad URL, server down, schema too new/old
         msg = str(e).splitlines()[0]
         raise UserError(f"cannot open study storage {url!r}: {msg}") from None
-
-
-def display_url(url: str) -> str:
-    """URL without a password, for messages and summaries."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
-    return url
