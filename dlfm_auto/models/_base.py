@@ -3,56 +3,85 @@
 A family is one module that creates a :class:`Family`; the registry in ``__init__`` lists
 them. Torch families build a :class:`Regressor`, which takes windows (n, L, f) and returns NEE
 in the file's units (the target scaling lives in buffers, so a saved state dict is a complete
-model). Non-sequence families choose how a window is fed (``feed``), inside the model, so
-predictions and gradients work on windows for every family alike.
+model). Non-sequence families choose how a window is fed (``feed``) inside the model, so
+predictions and input gradients work on windows for every family alike (the variables report
+differentiates with respect to each driver at each lag, whatever the family).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
 import torch
 from torch import nn
 
+#: How a non-sequence family sees a window (n, L, f): ``today`` = X[:, -1, :] (DLFM parity,
+#: the L = 1 semantics), ``flatten`` = every day's drivers, ``stats`` = today + window mean +
+#: window variance (per driver).
 FEEDS = ("today", "flatten", "stats")
+
+#: Optimisers every torch family offers. DLFM trained with SGD (momentum 0); grid points carry
+#: no optimizer and get "sgd" from the family defaults.
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def feed_width(feed: str, n_features: int, seq_len: int) -> int:
-    return {"today": n_features, "flatten": n_features * seq_len, "stats": 3 * n_features}[feed]
+    """Number of columns :func:`apply_feed` produces."""
+    widths = {"today": n_features, "flatten": n_features * seq_len, "stats": 3 * n_features}
+    if feed not in widths:
+        raise ValueError(f"unknown feed {feed!r}; one of {', '.join(FEEDS)}")
+    return widths[feed]
 
 
-def to_tabular(X: np.ndarray, feed: str) -> np.ndarray:
-    """Windows (n, L, f) -> table (n, k): today's drivers, the flattened window, or stats."""
+def apply_feed(X: ArrayT, feed: str) -> ArrayT:
+    """Windows (n, L, f) -> table (n, k), for numpy arrays (trees) and tensors (torch) alike.
+
+    The one place that defines the feeds, so tree tables and the differentiable torch input
+    layer cannot drift apart. Variance is the population variance (ddof 0) in both.
+    """
     if feed == "today":
         return X[:, -1, :]
     if feed == "flatten":
-        return X.reshape(len(X), -1)
+        return X.reshape(X.shape[0], -1)
     if feed == "stats":
+        if isinstance(X, torch.Tensor):
+            return torch.cat([X[:, -1, :], X.mean(dim=1), X.var(dim=1, unbiased=False)], dim=1)
         return np.concatenate([X[:, -1, :], X.mean(axis=1), X.var(axis=1)], axis=1)
-    raise ValueError(f"unknown feed {feed!r}")
+    raise ValueError(f"unknown feed {feed!r}; one of {', '.join(FEEDS)}")
+
+
+def to_tabular(X: np.ndarray, feed: str) -> np.ndarray:
+    """Numpy spelling of :func:`apply_feed` (kept for callers that only hold arrays)."""
+    return apply_feed(X, feed)
 
 
 class Feed(nn.Module):
-    """The torch twin of :func:`to_tabular` (differentiable, for gradients by lag)."""
+    """The torch input layer of non-sequence families: :func:`apply_feed` as a module."""
 
     def __init__(self, feed: str) -> None:
         super().__init__()
+        feed_width(feed, 1, 1)  # validate early, at build time
         self.feed = feed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.feed == "today":
-            return x[:, -1, :]
-        if self.feed == "flatten":
-            return x.reshape(x.shape[0], -1)
-        return torch.cat([x[:, -1, :], x.mean(dim=1), x.var(dim=1, unbiased=False)], dim=1)
+        return apply_feed(x, self.feed)
+
+    def extra_repr(self) -> str:
+        return f"feed={self.feed!r}"
 
 
 class Regressor(nn.Module):
-    """``net`` predicts standardised NEE; this wrapper returns NEE in the data's units."""
+    """``net`` predicts standardised NEE; this wrapper returns NEE in the data's units.
+
+    The trainer fits ``net`` on standardised targets (well-conditioned losses whatever the
+    site's units) and stores the scale here, so ``model(x)`` and a reloaded state dict give NEE.
+    """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -69,7 +98,7 @@ class Regressor(nn.Module):
 
 
 class LastStep(nn.Module):
-    """Recurrent core + linear head on the last time step (many-to-one)."""
+    """Recurrent core (batch-first nn.RNN/nn.LSTM) + linear head on the last day."""
 
     def __init__(self, core: nn.Module, hidden: int) -> None:
         super().__init__()
@@ -82,21 +111,39 @@ class LastStep(nn.Module):
 
 
 def suggest_training(trial: optuna.Trial, epochs: tuple[int, ...]) -> dict[str, Any]:
-    """The optimiser part every torch family searches."""
-    opt = trial.suggest_categorical("optimizer", ["sgd", "adam", "adamw"])
-    hi = 3e-2 if opt != "sgd" else 1e-1
+    """The optimiser part every torch family searches (TPE).
+
+    One fixed range per parameter, whatever the optimiser: TPE models each parameter from the
+    values of earlier trials, and ranges that change with another parameter would mix scales.
+    """
     return {
-        "optimizer": opt,
-        "lr": trial.suggest_float("lr", 1e-4, hi, log=True),
+        "optimizer": trial.suggest_categorical("optimizer", list(OPTIMIZERS)),
+        "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-1, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
         "epochs": trial.suggest_categorical("epochs", list(epochs)),
     }
 
 
+def suggest_feed(trial: optuna.Trial, lengths: tuple[int, ...]) -> dict[str, Any]:
+    """Feed of a non-sequence family, and the window length when the feed uses the window."""
+    feed = trial.suggest_categorical("feed", list(FEEDS))
+    p: dict[str, Any] = {"feed": feed}
+    if feed != "today":
+        p["sequence_length"] = trial.suggest_categorical("sequence_length", list(lengths))
+    return p
+
+
 @dataclass(frozen=True)
 class Family:
-    """A model family. ``grid`` is the DLFM grid, exactly (DESIGN §3)."""
+    """A model family: search space, DLFM grid (exactly DESIGN §3) and builder.
+
+    ``sequence``: consumes (n, L, f) windows as sequences (RNN, LSTM, xLSTM); otherwise the
+    window goes through a ``feed`` (``feeds`` lists the allowed ones, ``defaults["feed"]`` is
+    the grid's, "today"). ``kind`` is "torch" (trained by epochs) or "tree" (fitted by
+    sklearn-style ``fit``). ``max_epochs`` is the largest epoch budget of the family's space
+    (boosting rounds for XGBoost, 1 for the forest): the stride between folds when reporting.
+    """
 
     name: str
     sequence: bool
@@ -111,10 +158,17 @@ class Family:
     max_epochs: int = 1000
     check: Callable[[dict[str, Any], int], str | None] | None = None
 
+    @property
+    def feed(self) -> str | None:
+        """The default feed (the grid's, DLFM parity); None for sequence families."""
+        return None if self.sequence else self.defaults.get("feed", "today")
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """TPE/random search space; may include ``sequence_length`` (a data parameter)."""
         return self.space(trial)
 
     def grid(self) -> dict[str, list[Any]]:
+        """The DLFM grid (a fresh copy: callers may mutate it)."""
         return {k: list(v) for k, v in self.dlfm_grid.items()}
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +176,19 @@ class Family:
         return {**self.defaults, **params}
 
     def build(self, params: dict[str, Any], n_features: int, seq_len: int) -> Any:
+        """An untrained model for windows of ``seq_len`` days x ``n_features`` drivers."""
         return self.builder(self.resolve(params), n_features, seq_len)
 
     def capability_error(self, params: dict[str, Any], seq_len: int) -> str | None:
         """Why this family cannot run ``params`` on windows of ``seq_len`` (None if it can)."""
-        return self.check(self.resolve(params), seq_len) if self.check else None
+        p = self.resolve(params)
+        if seq_len < 1:
+            return f"{self.name}: sequence length must be >= 1, got {seq_len}"
+        want = p.get("sequence_length")
+        if want is not None and int(want) != seq_len:
+            return (f"{self.name}: params ask for sequence_length={want} but the data has "
+                    f"windows of {seq_len} days; prepare the data with --sequence-length {want}")
+        feed = p.get("feed")
+        if not self.sequence and feed is not None and feed not in self.feeds:
+            return f"{self.name}: unknown feed {feed!r}; one of {', '.join(self.feeds)}"
+        return self.check(p, seq_len) if self.check else None

@@ -1,4 +1,4 @@
-"""``lstm``: nn.LSTM on the daily window, head on the last day (DLFM LSTM)."""
+"""``lstm``: nn.LSTM on the daily window, linear head on the last day (DLFM LSTM)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ def _space(trial: optuna.Trial) -> dict[str, Any]:
         "sequence_length": trial.suggest_categorical("sequence_length", list(LENGTHS)),
         "hidden_size": trial.suggest_int("hidden_size", 4, 64, log=True),
         "num_layers": layers,
+        # nn.LSTM applies dropout between layers only: a single layer has nothing to drop.
         "dropout": trial.suggest_float("dropout", 0.0, 0.3) if layers > 1 else 0.0,
         **suggest_training(trial, (300, 1000, 2200)),
     }
 
 
 def _build(p: dict[str, Any], n_features: int, seq_len: int) -> Regressor:
-    core = nn.LSTM(n_features, p["hidden_size"], num_layers=p["num_layers"], batch_first=True,
-                   dropout=p["dropout"] if p["num_layers"] > 1 else 0.0)
-    return Regressor(LastStep(core, p["hidden_size"]))
+    layers = int(p["num_layers"])
+    core = nn.LSTM(n_features, int(p["hidden_size"]), num_layers=layers, batch_first=True,
+                   dropout=float(p["dropout"]) if layers > 1 else 0.0)
+    return Regressor(LastStep(core, int(p["hidden_size"])))
 
 
 FAMILY = Family(

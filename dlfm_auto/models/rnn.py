@@ -1,4 +1,4 @@
-"""``rnn``: an Elman RNN on the daily window, head on the last day."""
+"""``rnn``: an Elman RNN (tanh) on the daily window, linear head on the last day."""
 
 from __future__ import annotations
 
@@ -13,18 +13,21 @@ LENGTHS = (7, 14, 30, 60, 90)
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
+    layers = trial.suggest_int("num_layers", 1, 3)
     return {
         "sequence_length": trial.suggest_categorical("sequence_length", list(LENGTHS)),
         "hidden_size": trial.suggest_int("hidden_size", 4, 64, log=True),
-        "num_layers": trial.suggest_int("num_layers", 1, 3),
+        "num_layers": layers,
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3) if layers > 1 else 0.0,
         **suggest_training(trial, (300, 1000, 2000)),
     }
 
 
 def _build(p: dict[str, Any], n_features: int, seq_len: int) -> Regressor:
-    core = nn.RNN(n_features, p["hidden_size"], num_layers=p["num_layers"], batch_first=True,
-                  nonlinearity="tanh")
-    return Regressor(LastStep(core, p["hidden_size"]))
+    layers = int(p["num_layers"])
+    core = nn.RNN(n_features, int(p["hidden_size"]), num_layers=layers, batch_first=True,
+                  nonlinearity="tanh", dropout=float(p["dropout"]) if layers > 1 else 0.0)
+    return Regressor(LastStep(core, int(p["hidden_size"])))
 
 
 FAMILY = Family(
@@ -32,5 +35,6 @@ FAMILY = Family(
     space=_space,
     dlfm_grid={"hidden_size": [15], "num_layers": [1], "epochs": [2000], "batch_size": [64],
                "lr": [1e-3], "weight_decay": [0.01]},
-    builder=_build, sequence_lengths=LENGTHS, defaults={"optimizer": "sgd"}, max_epochs=2000,
+    builder=_build, sequence_lengths=LENGTHS, defaults={"optimizer": "sgd", "dropout": 0.0},
+    max_epochs=2000,
 )

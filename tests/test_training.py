@@ -1,0 +1,119 @@
+"""The trainer: every family learns, seeds reproduce, pruning hooks, capability errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from conftest import UMB, needs_shared, simple_site, write_flux_csv
+
+from dlfm_auto import UserError
+from dlfm_auto.data import Normalizer, PrepareConfig, Split, prepare, write_demo_site
+from dlfm_auto.models import FAMILIES, get_family
+from dlfm_auto.training import predict, train_split
+
+QUICK = {"ann": 3, "dynamic_ann": 3, "rnn": 2, "lstm": 2, "xlstm": 1, "xgboost": 50,
+         "random_forest": 20}
+
+
+def synthetic_split(n: int = 600, L: int = 5, seed: int = 0) -> Split:
+    """y = 2 x0(today) - x1(3 days ago) + noise: learnable by every family."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n + 200, L, 2)).astype(np.float32)
+    y = (2 * X[:, -1, 0] - X[:, -4, 1] + 0.1 * rng.normal(size=n + 200)).astype(np.float32)
+    days = np.arange(n + 200).astype("datetime64[D]")
+    return Split("val=2000", X[:n], y[:n], X[n:], y[n:],
+                 Normalizer(np.zeros(2), np.ones(2), ("a", "b")), (2000,), days[:n], days[n:])
+
+
+def first_point(name: str) -> dict:
+    return {k: v[0] for k, v in get_family(name).grid().items()}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_trains_on_synthetic(name):
+    fam = get_family(name)
+    params = first_point(name)
+    if name in ("xgboost", "random_forest", "ann", "dynamic_ann"):
+        params["feed"] = "flatten"  # the signal needs the lag
+    if fam.kind == "torch":
+        params.update(optimizer="adam", lr=0.01, batch_size=64)
+    res = train_split(fam, params, synthetic_split(), max_epochs=QUICK[name] * 5, seed=0)
+    assert math.isfinite(res.r2) and res.n_val == 200
+    if name != "xlstm":
+        assert res.r2 > 0.5, res.r2
+    pred = predict(fam, res.model, synthetic_split().X_val)
+    assert pred.shape == (200,) and np.isfinite(pred).all()
+
+
+def test_seed_reproduces_and_differs():
+    fam, split = get_family("lstm"), synthetic_split()
+    p = {**first_point("lstm"), "optimizer": "adam"}
+    a = train_split(fam, p, split, max_epochs=3, seed=4)
+    b = train_split(fam, p, split, max_epochs=3, seed=4)
+    c = train_split(fam, p, split, max_epochs=3, seed=5)
+    assert a.r2 == b.r2 and a.history == b.history
+    assert a.r2 != c.r2
+
+
+def test_max_epochs_caps_and_report_is_called():
+    calls = []
+    res = train_split(get_family("ann"), first_point("ann"), synthetic_split(), max_epochs=4,
+                      report=lambda step, r2: calls.append((step, r2)))
+    assert res.epochs_run == 4 and [c[0] for c in calls] == [0, 1, 2, 3]
+
+
+def test_pruned_propagates():
+    def report(step, r2):
+        if step == 1:
+            raise optuna.TrialPruned()
+
+    with pytest.raises(optuna.TrialPruned):
+        train_split(get_family("ann"), first_point("ann"), synthetic_split(), max_epochs=5,
+                    report=report)
+
+
+def test_early_stopping_restores_best_epoch():
+    p = {**first_point("ann"), "optimizer": "adam", "lr": 0.05}
+    res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=200, patience=3)
+    assert res.epochs_run < 200
+    assert res.best_epoch == int(np.argmax(res.history["val_r2"]))
+    assert res.r2 == pytest.approx(max(res.history["val_r2"]), abs=1e-4)
+
+
+def test_too_few_samples_and_incompatible_params_are_user_errors():
+    s = synthetic_split(n=40)
+    with pytest.raises(UserError, match="too few"):
+        train_split(get_family("lstm"), first_point("lstm"), s, max_epochs=1)
+    with pytest.raises(UserError, match="divisible"):
+        train_split(get_family("xlstm"), {**first_point("xlstm"), "embedding_dim": 10,
+                                          "num_heads": 4}, synthetic_split(), max_epochs=1)
+
+
+def test_sequence_length_the_data_cannot_support(tmp_path):
+    df = simple_site(days=3 * 365)
+    day = df.index.floor("D")
+    df.loc[day.isin(day.unique()[::40]) | day.isin(day.unique()[1::40]), "TA"] = np.nan
+    p = write_flux_csv(tmp_path / "gappy.csv", df)  # a 2-day driver gap every 40 days
+    with pytest.raises(UserError, match="sequence_length=60 leaves no samples.*38 days"):
+        prepare(PrepareConfig(data=str(p), target="NEE", columns=("TA",), sequence_length=60))
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_on_us_umb(name):
+    ds = prepare(PrepareConfig(data=str(UMB), target="NEE", columns=("TA", "PPFD_IN", "SW_IN"),
+                               sequence_length=7))
+    split = ds.cv_splits(1)[0]
+    res = train_split(get_family(name), first_point(name), split, max_epochs=QUICK[name], seed=0)
+    assert math.isfinite(res.r2) and math.isfinite(res.mse) and res.n_train > 2000
+
+
+def test_every_family_on_the_demo_site(tmp_path):
+    p = write_demo_site(tmp_path / "d.csv", years=5, seed=0)
+    split = prepare(PrepareConfig(data=str(p), sequence_length=7)).cv_splits(1)[0]
+    for name in FAMILIES:
+        res = train_split(get_family(name), first_point(name), split, max_epochs=QUICK[name])
+        assert math.isfinite(res.r2), name
