@@ -2,7 +2,15 @@
 
 from dlfm_auto._errors import unknown_name_error
 from dlfm_auto.models import ann, dynamic_ann, lstm, random_forest, rnn, xgboost, xlstm
-from dlfm_auto.models._base import FEEDS, Family, Regressor, to_tabular
+from dlfm_auto.models._base import (
+    FEEDS,
+    OPTIMIZERS,
+    Family,
+    Regressor,
+    apply_feed,
+    feed_width,
+    to_tabular,
+)
 
 FAMILIES: dict[str, Family] = {
     "ann": ann.FAMILY,
@@ -23,4 +31,14 @@ def get_family(name: str) -> Family:
         raise unknown_name_error("model family", name, FAMILIES) from None
 
 
-__all__ = ["FAMILIES", "FEEDS", "Family", "Regressor", "get_family", "to_tabular"]
+__all__ = [
+    "FAMILIES",
+    "FEEDS",
+    "OPTIMIZERS",
+    "Family",
+    "Regressor",
+    "apply_feed",
+    "feed_width",
+    "get_family",
+    "to_tabular",
+]

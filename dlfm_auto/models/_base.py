@@ -77,10 +77,10 @@ class Feed(nn.Module):
 
 
 class Regressor(nn.Module):
-    """``net`` predicts standardised NEE; this wrapper returns NEE in the data's units.
+    """``net`` predicts scaled NEE; this wrapper returns NEE in the data's units.
 
-    The trainer fits ``net`` on standardised targets (well-conditioned losses whatever the
-    site's units) and stores the scale here, so ``model(x)`` and a reloaded state dict give NEE.
+    The trainer fits ``net`` on ``(y - y_mean) / y_std`` and stores both here, so ``model(x)``
+    and a reloaded state dict give NEE. (It centres only, ``y_std = 1``: see the trainer.)
     """
 
     def __init__(self, net: nn.Module) -> None:

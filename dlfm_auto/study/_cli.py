@@ -35,7 +35,8 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=int, default=1,
-                   help="parallel local worker processes (1 torch thread each)")
+                   help="parallel local worker processes (1 torch thread each); 0: only "
+                        "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("worker", help="join an existing study and run trials until it is done")
@@ -91,9 +92,10 @@ def run_study(args: argparse.Namespace) -> int:
     done = finished_count(study)
     print(f"study {name!r} in {display_url(args.storage)}: {spec.family} on {spec.data_name} "
           f"(target {spec.target}; inputs {', '.join(spec.inputs)}); {done}/{total} finished")
-    if args.n_trials == 0 and args.sampler != "grid":
+    if args.n_jobs == 0 or (args.n_trials == 0 and args.sampler != "grid"):
+        total_hint = "" if args.n_trials else " --n-trials N"
         print(f"created; workers join with: python -m dlfm_auto worker {name} "
-              f"--storage {display_url(args.storage)}")
+              f"--storage {display_url(args.storage)}{total_hint}")
         return 0
     artifacts = args.artifact_dir or default_artifacts_dir(args.storage)
     opts = WorkerOptions(

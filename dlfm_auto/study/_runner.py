@@ -97,6 +97,7 @@ def load_spec(study: optuna.Study) -> StudySpec:
 
 def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optuna.Study:
     """Create the study or check the stored spec; fail stale trials; queue needed work."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     try:
         study = optuna.create_study(storage=storage, study_name=study_name,
@@ -223,6 +224,11 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> int:
         study.pruner = make_pruner(spec, search.stride, n_folds)
         search.on_best = on_best
         objective, total, queued_only = search, spec.n_trials, spec.sampler == "grid"
+        if total == 0:  # created with --n-trials 0: no study-wide total, the worker decides
+            if opts.max_trials is None and opts.deadline is None:
+                raise UserError(f"study {opts.study_name!r} has no total number of trials; "
+                                "pass --n-trials N or --timeout S to the worker")
+            total = float("inf")
     ran = 0
     logging.getLogger("optuna").setLevel(logging.ERROR)
     while True:

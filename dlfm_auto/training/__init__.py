@@ -1,16 +1,19 @@
-"""Training one split (one year fold, or training years vs held-out years)."""
+"""Training one split (one year fold, or training years vs held-out years), and CV over folds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from dlfm_auto.data import Split
-from dlfm_auto.training._result import FoldResult, r2_mse
-from dlfm_auto.training._torch import predict_torch, resolve_device, train_torch
+from dlfm_auto.training._result import CVResult, FoldResult, check_split, r2_mse
+from dlfm_auto.training._torch import epoch_budget, predict_torch, resolve_device, train_torch
 from dlfm_auto.training._trees import train_tree
+
+Report = Callable[[int, float], None]
 
 
 def train_split(
@@ -22,25 +25,92 @@ def train_split(
     patience: int = 50,
     seed: int = 0,
     device: str | None = None,
-    report: Callable[[int, float], None] | None = None,
+    report: Report | None = None,
     eval_every: int = 1,
     restore_best: bool = True,
+    threads: int | None = 1,
     n_jobs: int = 1,
 ) -> FoldResult:
     """Train ``family`` with ``params`` on ``split``; validation R²/MSE of the returned model.
 
-    ``report(step, val_r2)`` is called after each evaluation (each epoch, or each fold for
-    trees) and may raise ``optuna.TrialPruned``. ``epochs`` in params is a budget: training
-    stops after ``patience`` epochs without improvement and, with ``restore_best``, returns the
-    best epoch's weights. ``restore_best=False`` trains the whole budget and returns the last
-    weights (final models: the held-out years must not choose the epoch).
+    ``params["epochs"]`` is a budget, capped by ``max_epochs`` (for trees ``max_epochs`` caps
+    boosting rounds / trees). Training stops after ``patience`` epochs without a better
+    validation R² and returns the best epoch's weights; ``restore_best=False`` trains the
+    whole budget and returns the last weights (final models: held-out years must not choose
+    the epoch). ``report(step, val_r2)`` is called every ``eval_every`` epochs (torch), every
+    100 boosting rounds (XGBoost) or once (forest), with the 0-based epoch/round as step; it
+    may raise ``optuna.TrialPruned``, which propagates. ``threads``: torch intra-op threads
+    during training (None leaves the setting alone); ``n_jobs``: tree-building threads.
+    ``device``: "cuda" when available, else "cpu", unless given. Same seed, same result.
+    Impossible requests (too few windows, a window length the family cannot take) raise
+    :class:`~dlfm_auto.UserError` before any work.
     """
     if family.kind == "tree":
-        return train_tree(family, params, split, max_epochs=max_epochs, seed=seed,
-                          report=report, restore_best=restore_best, n_jobs=n_jobs)
+        return train_tree(family, params, split, max_epochs=max_epochs, patience=patience,
+                          seed=seed, report=report, restore_best=restore_best, n_jobs=n_jobs,
+                          device=device)
     return train_torch(family, params, split, max_epochs=max_epochs, patience=patience,
                        seed=seed, device=device, report=report, eval_every=eval_every,
-                       restore_best=restore_best)
+                       restore_best=restore_best, threads=threads)
+
+
+def report_stride(family: Any, max_epochs: int | None = None) -> int:
+    """Steps reserved per fold: the family's largest epoch budget (capped by ``max_epochs``).
+
+    A family-wide constant, not the trial's own ``epochs``: trials with different budgets must
+    report fold k's epoch e at the same step for a pruner to compare them.
+    """
+    return epoch_budget(family, {}, max_epochs)
+
+
+def cross_validate(
+    family: Any,
+    params: dict[str, Any],
+    splits: Sequence[Split],
+    *,
+    report: Report | None = None,
+    max_epochs: int | None = None,
+    patience: int = 50,
+    seed: int = 0,
+    device: str | None = None,
+    eval_every: int = 1,
+    threads: int | None = 1,
+    n_jobs: int = 1,
+    stride: int | None = None,
+) -> CVResult:
+    """Train every split (fold ``i`` with seed ``seed + i``); mean R² is the objective.
+
+    Intermediate values go to ``report(step, value)`` at the global step
+    ``step = fold_index * stride + epoch`` (``stride`` defaults to :func:`report_stride`), so
+    every trial reports fold k's epoch e at the same step and median/percentile/hyperband
+    pruners compare like with like, and a bad trial can be stopped inside its first fold. The
+    value is the best validation R² of the current fold so far: what the fold returns under
+    early stopping, so a trial is not pruned for one noisy epoch. For the forest (one fit per
+    fold, stride 1) the step is the fold index: per-fold values, as the Wilcoxon pruner wants.
+    ``optuna.TrialPruned`` raised by ``report`` propagates.
+    """
+    stride = int(stride or report_stride(family, max_epochs))
+    results: list[FoldResult] = []
+    for i, split in enumerate(splits):
+        fold_report = None if report is None else _fold_reporter(report, i, stride)
+        results.append(train_split(family, params, split, max_epochs=max_epochs,
+                                   patience=patience, seed=seed + i, device=device,
+                                   report=fold_report, eval_every=eval_every, threads=threads,
+                                   n_jobs=n_jobs))
+    return CVResult(folds=results, split_names=[s.name for s in splits], stride=stride)
+
+
+def _fold_reporter(report: Report, fold: int, stride: int) -> Report:
+    best = -math.inf
+
+    def fold_report(epoch: int, val_r2: float) -> None:
+        nonlocal best
+        if math.isfinite(val_r2):
+            best = max(best, float(val_r2))
+        if math.isfinite(best):
+            report(fold * stride + min(int(epoch), stride - 1), best)
+
+    return fold_report
 
 
 def predict(family: Any, model: Any, X: np.ndarray) -> np.ndarray:
@@ -50,4 +120,14 @@ def predict(family: Any, model: Any, X: np.ndarray) -> np.ndarray:
     return predict_torch(model, X)
 
 
-__all__ = ["FoldResult", "predict", "r2_mse", "resolve_device", "train_split"]
+__all__ = [
+    "CVResult",
+    "FoldResult",
+    "check_split",
+    "cross_validate",
+    "predict",
+    "r2_mse",
+    "report_stride",
+    "resolve_device",
+    "train_split",
+]

@@ -1,7 +1,8 @@
-"""What training one split returns, and the shared checks before training."""
+"""What training returns, and the checks made before any training starts."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +14,19 @@ from dlfm_auto.data import Split
 
 @dataclass
 class FoldResult:
-    """Validation skill of the returned model (best epoch unless ``restore_best=False``)."""
+    """Validation skill of the returned model on one split.
+
+    ``r2``/``mse`` are for the returned model on the split's validation part, in the data's
+    units: the best epoch's model under early stopping, the last one with
+    ``restore_best=False``. ``best_epoch`` is 0-based (epoch for torch, boosting round for
+    XGBoost, 0 for the forest); ``best_epoch + 1`` is the budget that reproduces the model.
+    ``history`` holds the learning curve: ``epoch``, ``train_loss`` (mean batch loss on
+    standardised NEE, accumulated during the epoch: no extra pass) and ``val_r2``.
+    """
 
     r2: float
     mse: float
-    best_epoch: int  # 0-based epoch (torch) or boosting round count (xgboost)
+    best_epoch: int
     epochs_run: int
     n_train: int
     n_val: int
@@ -26,23 +35,69 @@ class FoldResult:
     seconds: float = 0.0
 
 
+@dataclass
+class CVResult:
+    """Per-fold results of :func:`~dlfm_auto.training.cross_validate` and their means."""
+
+    folds: list[FoldResult]
+    split_names: list[str]
+    stride: int  # step offset between folds in the reported intermediate values
+
+    @property
+    def fold_r2(self) -> list[float]:
+        return [float(f.r2) for f in self.folds]
+
+    @property
+    def fold_mse(self) -> list[float]:
+        return [float(f.mse) for f in self.folds]
+
+    @property
+    def mean_r2(self) -> float:
+        """The study objective (DESIGN §4): mean validation R² over the year folds."""
+        return float(np.mean(self.fold_r2)) if self.folds else math.nan
+
+    @property
+    def mean_mse(self) -> float:
+        return float(np.mean(self.fold_mse)) if self.folds else math.nan
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(f.seconds for f in self.folds))
+
+
 def r2_mse(obs: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """R² (1 - SSE/SST; NaN when the observations are constant) and MSE, in float64."""
     obs = np.asarray(obs, dtype=np.float64)
     err = np.asarray(pred, dtype=np.float64) - obs
     sse = float(np.sum(err**2))
-    sst = float(np.sum((obs - obs.mean()) ** 2))
-    return (1.0 - sse / sst if sst > 0 else float("nan")), sse / max(1, len(obs))
+    sst = float(np.sum((obs - obs.mean()) ** 2)) if len(obs) else 0.0
+    return (1.0 - sse / sst if sst > 0 else math.nan), sse / max(1, len(obs))
 
 
-def check_split(family: Any, params: dict[str, Any], split: Split, batch_size: int = 1) -> None:
-    """Capability checks before any training (neuralhydrology style): clear errors, no crash."""
-    if len(split.y_train) < max(2, 2 * batch_size if family.kind == "torch" else 2):
+def check_split(family: Any, params: dict[str, Any], split: Split) -> None:
+    """Refuse, with a message saying what to change, what would crash or mean nothing.
+
+    Checked before anything is built: too few training windows for two batches (torch) or a
+    fit (trees), no validation windows, a window length the family or params cannot take.
+    """
+    n_train, n_val, L = len(split.y_train), len(split.y_val), split.sequence_length
+    need = 2 * int(params.get("batch_size", 64)) if family.kind == "torch" else 2
+    if n_train < need:
         raise UserError(
-            f"{family.name}: split {split.name} has {len(split.y_train)} training samples at "
-            f"sequence_length={split.sequence_length}; too few (use a shorter sequence length)"
+            f"{family.name}: split {split.name} has too few training windows ({n_train} of {L} "
+            f"days; need at least {need}, 2 batches); use a shorter --sequence-length, a smaller "
+            "batch size, or a site with more years"
         )
-    if len(split.y_val) == 0:
-        raise UserError(f"{family.name}: split {split.name} has no validation samples")
-    why = family.capability_error(params, split.sequence_length)
+    if n_val == 0:
+        raise UserError(
+            f"{family.name}: split {split.name} has no validation windows of {L} days; "
+            "use a shorter --sequence-length or fewer --folds"
+        )
+    if split.X_train.ndim != 3 or split.X_val.shape[1:] != split.X_train.shape[1:]:
+        raise UserError(
+            f"{family.name}: split {split.name} has inconsistent windows "
+            f"(train {split.X_train.shape}, validation {split.X_val.shape})"
+        )
+    why = family.capability_error(params, L)
     if why:
         raise UserError(why)

@@ -1,0 +1,111 @@
+"""Study-level figures on US-UMB (TA, PPFD_IN, SW_IN), L=30, side by side in one run.
+
+    python bench/bench_study.py grid-vs-tpe [--max-epochs 40]
+    python bench/bench_study.py jobs [--trials 8 --max-epochs 15]
+
+grid-vs-tpe: the full 64-point DLFM LSTM grid with median pruning (wall time, best CV R²),
+then TPE + median pruning on the same data and epoch cap, run for the grid's wall time:
+time to reach within 0.01 of the grid's best CV R², and best CV R² at equal wall time.
+jobs: trials per minute of a TPE study with 1 worker vs 2 worker processes (SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import optuna
+from _common import UMB, UMB_COLUMNS, require_data
+from optuna.trial import TrialState
+
+from dlfm_auto.data import PrepareConfig
+from dlfm_auto.study import build_spec, create_or_resume, open_storage
+from dlfm_auto.study._runner import WorkerOptions, run_workers, work
+
+
+def prep() -> PrepareConfig:
+    return PrepareConfig(data=str(UMB), target="NEE", columns=UMB_COLUMNS, sequence_length=30)
+
+
+def best(url: str, name: str) -> float:
+    s = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+    done = s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(t.value for t in done) if done else float("nan")
+
+
+def counts(url: str, name: str) -> dict[str, int]:
+    s = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+    out: dict[str, int] = {}
+    for t in s.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def grid_vs_tpe(max_epochs: int) -> None:
+    d = tempfile.mkdtemp(prefix="bench_study_")
+    url = f"sqlite:///{d}/b.db"
+    spec = build_spec("lstm", prep(), length_given=True, sampler="grid", pruner="median",
+                      max_epochs=max_epochs)
+    create_or_resume(url, "grid", spec)
+    t0 = time.perf_counter()
+    work(WorkerOptions(url, "grid"))
+    grid_time = time.perf_counter() - t0
+    grid_best = best(url, "grid")
+    print(f"grid (64 points, median pruning, max_epochs={max_epochs}): {grid_time / 60:.1f} min, "
+          f"best CV R² {grid_best:.4f}, trials {counts(url, 'grid')}", flush=True)
+
+    tspec = build_spec("lstm", prep(), length_given=True, sampler="tpe", pruner="median",
+                       max_epochs=max_epochs, n_trials=1000)
+    create_or_resume(url, "tpe", tspec)
+    t0 = time.perf_counter()
+    reached = None
+    while time.perf_counter() - t0 < grid_time:
+        work(WorkerOptions(url, "tpe", max_trials=1))
+        b = best(url, "tpe")
+        if reached is None and b >= grid_best - 0.01:
+            reached = time.perf_counter() - t0
+            print(f"TPE reached {b:.4f} (grid best - 0.01 = {grid_best - 0.01:.4f}) after "
+                  f"{reached / 60:.1f} min", flush=True)
+    print(f"TPE at equal wall time ({grid_time / 60:.1f} min): best CV R² {best(url, 'tpe'):.4f}, "
+          f"trials {counts(url, 'tpe')}")
+    if reached is None:
+        print("TPE did not reach grid best - 0.01 within the grid's wall time")
+
+
+def jobs(trials: int, max_epochs: int) -> None:
+    rates = {}
+    for n_jobs in (1, 2):
+        d = tempfile.mkdtemp(prefix="bench_jobs_")
+        url = f"sqlite:///{d}/j.db"
+        spec = build_spec("lstm", prep(), length_given=True, sampler="random", pruner="none",
+                          max_epochs=max_epochs, n_trials=trials)
+        create_or_resume(url, "j", spec)
+        t0 = time.perf_counter()
+        run_workers(WorkerOptions(url, "j"), n_jobs, None)
+        dt = time.perf_counter() - t0
+        rates[n_jobs] = trials / (dt / 60)
+        print(f"n_jobs={n_jobs}: {trials} trials in {dt:.1f} s -> {rates[n_jobs]:.2f} trials/min "
+              f"{counts(url, 'j')}", flush=True)
+    print(f"ratio n_jobs=2 / n_jobs=1: {rates[2] / rates[1]:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["grid-vs-tpe", "jobs"])
+    ap.add_argument("--max-epochs", type=int, default=None)
+    ap.add_argument("--trials", type=int, default=8)
+    a = ap.parse_args()
+    require_data()
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if a.what == "grid-vs-tpe":
+        grid_vs_tpe(a.max_epochs or 40)
+    else:
+        jobs(a.trials, a.max_epochs or 15)
+
+
+if __name__ == "__main__":
+    main()
