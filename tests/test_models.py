@@ -201,7 +201,8 @@ def test_torch_models_return_data_units() -> None:
     x = torch.zeros(2, 1, 3)
     with torch.no_grad():
         np.testing.assert_allclose(m(x).numpy(), m2(x).numpy())
-        np.testing.assert_allclose(m(x).numpy(), m.net(x).reshape(-1).numpy() * 5.0 - 4.0, rtol=1e-6)
+        z = m.net(x).reshape(-1).numpy()
+        np.testing.assert_allclose(m(x).numpy(), z * 5.0 - 4.0, rtol=1e-6)
 
 
 def test_dynamic_ann_dims() -> None:

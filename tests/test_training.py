@@ -117,3 +117,121 @@ def test_every_family_on_the_demo_site(tmp_path):
     for name in FAMILIES:
         res = train_split(get_family(name), first_point(name), split, max_epochs=QUICK[name])
         assert math.isfinite(res.r2), name
+
+
+# --- capability checks, early stopping, reporting steps, cross-validation --------------------
+
+
+def test_no_validation_windows_and_param_length_mismatch_are_user_errors():
+    s = synthetic_split()
+    empty = Split(s.name, s.X_train, s.y_train, s.X_val[:0], s.y_val[:0], s.norm, s.val_years,
+                  s.train_days, s.val_days[:0])
+    for name in ("lstm", "xgboost"):
+        with pytest.raises(UserError, match="no validation windows"):
+            train_split(get_family(name), first_point(name), empty, max_epochs=1)
+    with pytest.raises(UserError, match="sequence_length=30"):
+        train_split(get_family("lstm"), {**first_point("lstm"), "sequence_length": 30}, s,
+                    max_epochs=1)
+    with pytest.raises(UserError, match="context_length"):
+        train_split(get_family("xlstm"), {**first_point("xlstm"), "context_length": 3}, s,
+                    max_epochs=1)
+    with pytest.raises(UserError, match="too few"):  # trees need 2 windows, torch 2 batches
+        train_split(get_family("ann"), {**first_point("ann"), "batch_size": 512}, s,
+                    max_epochs=1)
+
+
+def test_patience_stops_a_plateau():
+    """lr 0: the first epoch is the best; training stops ``patience`` epochs later."""
+    p = {**first_point("ann"), "lr": 0.0}
+    res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=100, patience=4)
+    assert res.epochs_run == 5 and res.best_epoch == 0
+    assert res.history["epoch"] == [0, 1, 2, 3, 4]
+
+
+def test_restore_best_false_trains_the_whole_budget():
+    p = {**first_point("ann"), "lr": 0.0}
+    res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=6, patience=1,
+                      restore_best=False)
+    assert res.epochs_run == 6 and res.best_epoch == 5
+
+
+def test_eval_every_thins_reports_but_keeps_the_last_epoch():
+    steps = []
+    train_split(get_family("ann"), first_point("ann"), synthetic_split(), max_epochs=7,
+                eval_every=3, report=lambda s, r: steps.append(s))
+    assert steps == [2, 5, 6]
+
+
+def test_identical_weights_for_the_same_seed_and_threads_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    fam, split = get_family("dynamic_ann"), synthetic_split()
+    p = {**first_point("dynamic_ann"), "dropout": 0.2, "optimizer": "adamw"}
+    a = train_split(fam, p, split, max_epochs=3, seed=7)
+    b = train_split(fam, p, split, max_epochs=3, seed=7)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert torch.get_num_threads() == before
+
+
+def test_trees_are_reproducible():
+    for name in ("xgboost", "random_forest"):
+        p = {**first_point(name), "feed": "stats"}
+        a = train_split(get_family(name), p, synthetic_split(), max_epochs=30, seed=3)
+        b = train_split(get_family(name), p, synthetic_split(), max_epochs=30, seed=3)
+        assert a.r2 == b.r2, name
+
+
+def test_xgboost_reports_per_chunk_of_rounds_and_stays_picklable():
+    import pickle
+
+    from dlfm_auto.training._trees import XGB_REPORT_EVERY
+
+    steps = []
+    p = {"learning_rate": 0.05, "n_estimators": 250, "feed": "flatten"}
+    res = train_split(get_family("xgboost"), p, synthetic_split(),
+                      report=lambda s, r: steps.append((s, r)))
+    assert [s for s, _ in steps][:2] == [XGB_REPORT_EVERY - 1, 2 * XGB_REPORT_EVERY - 1]
+    assert steps[-1][0] == res.epochs_run - 1 and all(math.isfinite(r) for _, r in steps)
+    assert res.history["val_r2"][res.best_epoch] == pytest.approx(res.r2, abs=1e-3)
+    pickle.dumps(res.model)  # the reporter closure is not kept on the estimator
+
+    def prune(step, r2):
+        raise optuna.TrialPruned()
+
+    for name in ("xgboost", "random_forest"):
+        with pytest.raises(optuna.TrialPruned):
+            train_split(get_family(name), {**first_point(name), "n_estimators": 120},
+                        synthetic_split(), report=prune)
+
+
+def test_cross_validate_reports_global_steps():
+    from dlfm_auto.training import cross_validate, report_stride
+
+    splits = [synthetic_split(seed=0), synthetic_split(seed=1)]
+    calls = []
+    cv = cross_validate(get_family("ann"), first_point("ann"), splits, max_epochs=3,
+                        report=lambda s, v: calls.append((s, v)))
+    assert cv.stride == report_stride(get_family("ann"), 3) == 3
+    assert [s for s, _ in calls] == [0, 1, 2, 3, 4, 5]  # fold * stride + epoch
+    for fold in (calls[:3], calls[3:]):  # best-so-far within a fold: never decreases
+        assert all(b[1] >= a[1] for a, b in zip(fold, fold[1:], strict=False))
+    assert cv.mean_r2 == pytest.approx(np.mean([f.r2 for f in cv.folds]))
+    assert calls[2][1] == pytest.approx(cv.folds[0].r2, abs=1e-4)
+    # Family-wide stride: a trial whose own budget is shorter reports at the same steps.
+    assert report_stride(get_family("lstm")) == 2200
+    rf = cross_validate(get_family("random_forest"), {**first_point("random_forest"),
+                        "n_estimators": 5}, splits, report=lambda s, v: calls.append((s, v)))
+    assert rf.stride == 1 and [s for s, _ in calls[-2:]] == [0, 1]  # one step per fold
+
+    with pytest.raises(optuna.TrialPruned):
+        cross_validate(get_family("ann"), first_point("ann"), splits, max_epochs=3,
+                       report=lambda s, v: (_ for _ in ()).throw(optuna.TrialPruned()))
+
+
+def test_diverging_sgd_keeps_the_best_epoch():
+    p = {**first_point("ann"), "lr": 1e6}
+    res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=20)
+    assert res.epochs_run < 20  # stopped on a non-finite loss
+    assert res.best_epoch == 0 or math.isfinite(res.r2)

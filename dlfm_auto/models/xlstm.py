@@ -53,9 +53,12 @@ def slstm_positions(mix: str, num_blocks: int) -> list[int]:
 
 @functools.cache
 def _cuda_slstm_works() -> bool:
-    """Whether the sLSTM CUDA kernel compiles and constructs here (tried once per process)."""
+    """Whether the sLSTM CUDA kernel compiles and constructs here (tried once per process).
+
+    The kernel is JIT-compiled on first use (needs nvcc); without a toolchain construction
+    raises, and the pure-torch "vanilla" backend is used instead.
+    """
     try:
-        _stack_config(8, 1, 1, "slstm", 8, "cuda", 0.0)
         from xlstm import xLSTMBlockStack
 
         xLSTMBlockStack(_stack_config(8, 1, 1, "slstm", 8, "cuda", 0.0)).to("cuda")
@@ -121,8 +124,11 @@ def _check(p: dict[str, Any], seq_len: int) -> str | None:
         return f"xlstm: unknown block mix {p['blocks']!r}; one of {', '.join(BLOCK_MIXES)}"
     if n < 1:
         return f"xlstm: num_blocks must be >= 1, got {n}"
-    if emb % heads:
+    if heads < 1 or emb % heads:
         return f"xlstm: embedding_dim {emb} must be divisible by num_heads {heads}"
+    inner = -(-2 * emb // 4) * 4  # mLSTM's up-projection (factor 2, rounded up to 4)
+    if slstm_positions(p["blocks"], n) != list(range(n)) and inner % heads:
+        return f"xlstm: mLSTM inner dim {inner} (2 x embedding_dim) not divisible by {heads} heads"
     context = p.get("context_length")
     if context is not None and int(context) < seq_len:
         return (f"xlstm: windows of {seq_len} days exceed the mLSTM context_length {context}; "

@@ -31,7 +31,9 @@ def train_split(
     threads: int | None = 1,
     n_jobs: int = 1,
 ) -> FoldResult:
-    """Train ``family`` with ``params`` on ``split``; validation R²/MSE of the returned model.
+    """Train ``family`` (a Family or its name) with ``params`` on ``split``.
+
+    Returns the validation R²/MSE of the returned model and the model itself.
 
     ``params["epochs"]`` is a budget, capped by ``max_epochs`` (for trees ``max_epochs`` caps
     boosting rounds / trees). Training stops after ``patience`` epochs without a better
@@ -45,6 +47,7 @@ def train_split(
     Impossible requests (too few windows, a window length the family cannot take) raise
     :class:`~dlfm_auto.UserError` before any work.
     """
+    family = _family(family)
     if family.kind == "tree":
         return train_tree(family, params, split, max_epochs=max_epochs, patience=patience,
                           seed=seed, report=report, restore_best=restore_best, n_jobs=n_jobs,
@@ -60,7 +63,7 @@ def report_stride(family: Any, max_epochs: int | None = None) -> int:
     A family-wide constant, not the trial's own ``epochs``: trials with different budgets must
     report fold k's epoch e at the same step for a pruner to compare them.
     """
-    return epoch_budget(family, {}, max_epochs)
+    return epoch_budget(_family(family), {}, max_epochs)
 
 
 def cross_validate(
@@ -89,6 +92,7 @@ def cross_validate(
     fold, stride 1) the step is the fold index: per-fold values, as the Wilcoxon pruner wants.
     ``optuna.TrialPruned`` raised by ``report`` propagates.
     """
+    family = _family(family)
     stride = int(stride or report_stride(family, max_epochs))
     results: list[FoldResult] = []
     for i, split in enumerate(splits):
@@ -98,6 +102,15 @@ def cross_validate(
                                    report=fold_report, eval_every=eval_every, threads=threads,
                                    n_jobs=n_jobs))
     return CVResult(folds=results, split_names=[s.name for s in splits], stride=stride)
+
+
+def _family(family: Any) -> Any:
+    """A Family, given one or its registry name."""
+    if isinstance(family, str):
+        from dlfm_auto.models import get_family
+
+        return get_family(family)
+    return family
 
 
 def _fold_reporter(report: Report, fold: int, stride: int) -> Report:
@@ -115,7 +128,7 @@ def _fold_reporter(report: Report, fold: int, stride: int) -> Report:
 
 def predict(family: Any, model: Any, X: np.ndarray) -> np.ndarray:
     """Predicted NEE (data units) for windows ``X`` (n, L, f), normalised like the split."""
-    if family.kind == "tree":
+    if _family(family).kind == "tree":
         return model.predict(X)
     return predict_torch(model, X)
 

@@ -1,0 +1,108 @@
+"""Reports on the synthetic demo site, whose answers are known (memory planted via rain)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from dlfm_auto import UserError
+from dlfm_auto.data import PrepareConfig, write_demo_site
+from dlfm_auto.reports._final import final_report
+from dlfm_auto.reports._memory import memory_report
+from dlfm_auto.reports._variables import variables_report
+from dlfm_auto.study import build_spec, create_or_resume, open_storage
+from dlfm_auto.study._runner import WorkerOptions, work
+
+GOOD_LSTM = {"hidden_size": 16, "num_layers": 1, "optimizer": "adam", "lr": 0.01,
+             "weight_decay": 1e-6, "batch_size": 64, "epochs": 300}  # capped at 40 below
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reports")
+    data = write_demo_site(d / "demo.csv", years=6, seed=0)
+    url = f"sqlite:///{d}/r.db"
+    prep = PrepareConfig(data=str(data), sequence_length=30, columns=("TA", "PPFD_IN", "P"))
+    spec = build_spec("lstm", prep, length_given=True, n_trials=1, max_epochs=40, pruner="none")
+    study = create_or_resume(url, "lstm-demo", spec)
+    study.enqueue_trial({**GOOD_LSTM, "sequence_length": 30})
+    work(WorkerOptions(url, "lstm-demo"))
+    return {"dir": d, "data": data, "url": url, "prep": prep}
+
+
+def test_final_report(demo):
+    out = demo["dir"] / "out"
+    dest = final_report(demo["url"], "lstm-demo", num_models=2, out_root=out)
+    for f in ("index.html", "report.md", "metrics.json", "timeseries.png", "scatter.png",
+              "learning_curves.png"):
+        assert (dest / f).stat().st_size > 500, f
+    m = json.loads((dest / "metrics.json").read_text())
+    ens = {r["split"]: r for r in m["rows"] if r["model"] == "ensemble mean"}
+    assert set(ens) == {"train", "eval"}
+    for key in ("r2", "mse", "rmse", "bias", "nse"):
+        assert np.isfinite(ens["eval"][key])
+    assert ens["eval"]["r2"] > 0.5 and m["eval_years"] == [2018, 2019, 2020]
+    assert m["cv_r2"] == pytest.approx(optuna.load_study(
+        study_name="lstm-demo", storage=open_storage(demo["url"])).best_value)
+    html = (dest / "index.html").read_text()
+    assert "plotly" in html.lower() and '<script src="http' not in html  # self-contained
+    # re-running replaces the report atomically: no stale files, no temp folders left
+    (dest / "stale.txt").write_text("x")
+    final_report(demo["url"], "lstm-demo", num_models=1, out_root=out)
+    assert not (dest / "stale.txt").exists()
+    assert [p.name for p in out.iterdir()] == ["lstm-demo"]
+
+
+def test_memory_report_finds_the_planted_memory(demo):
+    out = demo["dir"] / "mem"
+    kw = dict(lengths=(1, 30), num_models=2, out_root=out, max_epochs=40,
+              params_source=",".join(f"{k}={v}" for k, v in GOOD_LSTM.items()))
+    dest = memory_report(demo["url"], "lstm", demo["prep"], **kw)
+    m = json.loads((dest / "metrics.json").read_text())
+    r2 = {(r["sequence_length"], r["split"]): r for r in m["rows"]}
+    for r in m["rows"]:
+        assert {"sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "mse_mean",
+                "n_models"} <= set(r) and r["n_models"] == 2
+    assert r2[(30, "eval")]["r2_mean"] > r2[(1, "eval")]["r2_mean"] + 0.1
+    assert r2[(1, "eval")]["n_samples"] == r2[(30, "eval")]["n_samples"]  # matched days
+    # the units are stored: a second run trains nothing and gives the same rows
+    study = optuna.load_study(study_name=m["study"], storage=open_storage(demo["url"]))
+    n_before = len(study.trials)
+    dest2 = memory_report(demo["url"], "lstm", demo["prep"], **kw)
+    assert len(study.trials) == n_before
+    assert json.loads((dest2 / "metrics.json").read_text())["rows"] == m["rows"]
+
+
+def test_variables_report_rain_matters_at_long_lags(demo):
+    dest = variables_report(demo["url"], "lstm-demo", out_root=demo["dir"] / "var")
+    m = json.loads((dest / "metrics.json").read_text())
+    assert (dest / "heatmap.png").exists() and m["measure"] == "grad_var"
+
+    def share(driver, lags):
+        rows = [r for r in m["rows"] if r["driver"] == driver]
+        return sum(r["grad_var"] for r in rows if lags(r["lag"])) / sum(r["grad_var"] for r in rows)
+
+    assert share("P", lambda g: g >= 3) > 0.4  # the store integrates a month of rain
+    assert share("PPFD_IN", lambda g: g == 0) > 0.4  # light acts today
+    assert share("TA", lambda g: g == 0) > 0.4
+
+
+def test_report_errors(demo, tmp_path):
+    url = f"sqlite:///{tmp_path}/e.db"
+    data = write_demo_site(tmp_path / "d.csv", years=5, seed=1)
+    prep = PrepareConfig(data=str(data))
+    create_or_resume(url, "empty", build_spec("ann", prep, length_given=True, n_trials=1))
+    with pytest.raises(UserError, match="no complete trial"):
+        final_report(url, "empty", out_root=tmp_path / "o")
+    with pytest.raises(UserError, match="closest"):
+        final_report(url, "empyt", out_root=tmp_path / "o")
+    data.write_text(data.read_text().replace("0.5", "0.6", 1))  # changed file
+    with pytest.raises(UserError, match="changed"):
+        final_report(url, "empty", out_root=tmp_path / "o")
+    data.unlink()
+    with pytest.raises(UserError, match="no longer exists"):
+        final_report(url, "empty", out_root=tmp_path / "o")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
