@@ -58,6 +58,25 @@ def suggest_grid(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     return {k: trial.suggest_categorical(k, list(v)) for k, v in sorted(grid.items())}
 
 
+class _FixedLength:
+    """A trial whose ``sequence_length`` is the user's --sequence-length, whatever the space.
+
+    The user's L may lie outside the family's searched choices (e.g. L=3), so it cannot be a
+    fixed Optuna parameter; it is recorded as the trial's ``sequence_length`` attribute instead.
+    """
+
+    def __init__(self, trial: optuna.Trial, length: int) -> None:
+        self._trial, self._length = trial, length
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        if name == "sequence_length":
+            return self._length
+        return self._trial.suggest_categorical(name, choices)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
 class Objective:
     """Callable for ``study.optimize``; built from the stored spec by every worker."""
 
@@ -88,6 +107,8 @@ class Objective:
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
         if self.spec.sampler == "grid":
             return suggest_grid(trial, self.spec)
+        if self.spec.fixed_length:
+            return dict(self.family.suggest(_FixedLength(trial, self.spec.prep.sequence_length)))
         return dict(self.family.suggest(trial))
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -49,9 +49,6 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
     else:
         base = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=10)
-    if spec.fixed_length and get_family(spec.family).sequence:
-        return optuna.samplers.PartialFixedSampler(
-            {"sequence_length": spec.prep.sequence_length}, base)
     return base
 
 
