@@ -174,6 +174,13 @@ def test_cli_run_study_studies_best(tmp_path, small_site, capsys):
     best = json.loads(capsys.readouterr().out)
     assert best["counts"]["complete"] == 2 and "lr" in " ".join(best["params"])
     assert main(["best", "nope", "--storage", url]) == 2
+    # the best trial's fold models were stored as an artifact, loadable without retraining
+    from dlfm_auto.study import load_best_models
+
+    study = optuna.load_study(study_name="cli", storage=open_storage(url, heartbeat=False))
+    payload = load_best_models(study, str(tmp_path / "artifacts"))
+    assert payload["trial"] == study.best_trial.number and len(payload["folds"]) == 2
+    assert payload["folds"][0]["kind"] == "torch" and payload["folds"][0]["norm"]["mean"]
 
 
 def test_run_study_without_data_says_what_to_do(tmp_path, monkeypatch, capsys):
