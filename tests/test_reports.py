@@ -92,7 +92,7 @@ def test_variables_report_rain_matters_at_long_lags(demo):
     assert share("P", lambda g: g >= 3) > 0.4  # the store integrates a month of rain
     for driver in ("PPFD_IN", "TA"):  # light and temperature act today
         assert peak_lag(driver) == 0
-        assert share(driver, lambda g: g == 0) > 0.2  # vs 1/30 if spread evenly
+        assert share(driver, lambda g: g == 0) > 0.1  # vs 1/30 if spread evenly
 
 
 def test_report_errors(demo, tmp_path):
