@@ -67,6 +67,8 @@ def test_three_workers_postgres_exact_total(site):
     assert len(done) == 9
     assert len({tuple(sorted(t.params.items())) for t in done}) == 9  # no duplicates
     assert not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # workers wait for the last trials instead of starting surplus ones (at most a rare race)
+    assert sum(t.state == TrialState.FAIL for t in ts) <= 2
 
 
 @pg_only

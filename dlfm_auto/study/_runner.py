@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
@@ -237,9 +238,25 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> int:
             break
         if queued_only and waiting_count(study) == 0:
             break  # every unit is done or running elsewhere; failures re-queue on next run
+        if not queued_only and _others_fill_total(study, total):
+            # The last trials run in other workers: starting one more would be surplus. Wait
+            # for them; with heartbeats a dead worker's trial is failed and re-queued here.
+            if not isinstance(study._storage, BaseHeartbeat):
+                break
+            time.sleep(1.0)
+            optuna.storages.fail_stale_trials(study)
+            continue
         study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
         ran += 1
     return ran
+
+
+def _others_fill_total(study: optuna.Study, total: float) -> bool:
+    """Finished + running trials already make the total, and nothing is queued."""
+    trials = study.get_trials(deepcopy=False)
+    busy = sum(t.state in (*FINISHED, TrialState.RUNNING) for t in trials)
+    queued = sum(t.state == TrialState.WAITING for t in trials)
+    return busy >= total and queued == 0
 
 
 def check_data(spec: StudySpec) -> None:
