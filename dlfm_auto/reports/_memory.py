@@ -158,6 +158,7 @@ def memory_report(storage_url: str, family: str, prep: PrepareConfig, *,
     if not fam.sequence and "feed" in params and params["feed"] == "today":
         params["feed"] = "flatten"  # a memory curve needs the window
     name = unit_study_name(family, site, params, prep, lengths, max_epochs)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 load_if_exists=True)
