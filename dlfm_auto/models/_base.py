@@ -125,6 +125,20 @@ def suggest_training(trial: optuna.Trial, epochs: tuple[int, ...]) -> dict[str, 
     }
 
 
+def suggest_recurrent(trial: optuna.Trial, lengths: tuple[int, ...], epochs: tuple[int, ...]
+                      ) -> dict[str, Any]:
+    """Window length, size and depth of an nn.RNN/nn.LSTM family, plus its training part."""
+    layers = trial.suggest_int("num_layers", 1, 3)
+    return {
+        "sequence_length": trial.suggest_categorical("sequence_length", list(lengths)),
+        "hidden_size": trial.suggest_int("hidden_size", 4, 64, log=True),
+        "num_layers": layers,
+        # torch's recurrent layers drop out between layers only: one layer has nothing to drop.
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3) if layers > 1 else 0.0,
+        **suggest_training(trial, epochs),
+    }
+
+
 def suggest_feed(trial: optuna.Trial, lengths: tuple[int, ...]) -> dict[str, Any]:
     """Feed of a non-sequence family, and the window length when the feed uses the window."""
     feed = trial.suggest_categorical("feed", list(FEEDS))

@@ -7,21 +7,13 @@ from typing import Any
 import optuna
 from torch import nn
 
-from dlfm_auto.models._base import Family, LastStep, Regressor, suggest_training
+from dlfm_auto.models._base import Family, LastStep, Regressor, suggest_recurrent
 
 LENGTHS = (7, 14, 30, 60, 90)
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    layers = trial.suggest_int("num_layers", 1, 3)
-    return {
-        "sequence_length": trial.suggest_categorical("sequence_length", list(LENGTHS)),
-        "hidden_size": trial.suggest_int("hidden_size", 4, 64, log=True),
-        "num_layers": layers,
-        # nn.LSTM applies dropout between layers only: a single layer has nothing to drop.
-        "dropout": trial.suggest_float("dropout", 0.0, 0.3) if layers > 1 else 0.0,
-        **suggest_training(trial, (300, 1000, 2200)),
-    }
+    return suggest_recurrent(trial, LENGTHS, (300, 1000, 2200))
 
 
 def _build(p: dict[str, Any], n_features: int, seq_len: int) -> Regressor:

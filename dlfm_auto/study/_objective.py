@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from dlfm_auto.data import prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.training import train_split
+from dlfm_auto.training import cross_validate, report_stride, train_split
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -33,15 +33,6 @@ class SurplusTrial(Exception):
 def default_sequence_length(family_name: str) -> int:
     """DLFM defaults when a grid study is not given --sequence-length: 30 days, or today."""
     return 30 if get_family(family_name).sequence else 1
-
-
-def epoch_budget(spec: StudySpec) -> int:
-    """Largest epoch budget of the search space (the step stride between folds)."""
-    fam = get_family(spec.family)
-    values = fam.grid().get("epochs") or [getattr(fam, "max_epochs", 1000)]
-    top = max(int(v) for v in values) if spec.sampler == "grid" else int(
-        getattr(fam, "max_epochs", max(int(v) for v in values)))
-    return min(top, spec.max_epochs) if spec.max_epochs else top
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -85,7 +76,7 @@ class Objective:
         self.family = get_family(spec.family)
         self.device = device
         self.threads = threads
-        self.stride = epoch_budget(spec)
+        self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
 
     def _check_surplus(self, trial: optuna.Trial) -> None:
@@ -133,22 +124,18 @@ class Objective:
         ds = prepare(spec.prep.replace(sequence_length=L, match_length=match))
         splits = ds.cv_splits()
         params = {k: v for k, v in params.items() if k != "sequence_length"}
-        wilcoxon = spec.pruner == "wilcoxon"
-        results = []
-        for i, split in enumerate(splits):
-            report = None
-            if not wilcoxon and spec.pruner != "none":
-                report = self._epoch_reporter(trial, i)
-            res = train_split(
-                self.family, params, split, max_epochs=spec.max_epochs, patience=spec.patience,
-                seed=spec.seed + i, device=self.device, report=report,
-            )
-            results.append(res)
-            trial.set_user_attr(f"fold{i}_r2", float(res.r2))
-            if wilcoxon:
-                trial.report(float(res.r2), i)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after fold {i} ({split.name})")
+        common = dict(max_epochs=spec.max_epochs, patience=spec.patience, device=self.device)
+        if spec.pruner in ("median", "hyperband"):
+            # every epoch of every fold, at step fold * stride + epoch (see module docstring)
+            results = cross_validate(self.family, params, splits, report=self._reporter(trial),
+                                     seed=spec.seed, stride=self.stride, **common).folds
+        else:
+            results = []
+            for i, split in enumerate(splits):
+                res = train_split(self.family, params, split, seed=spec.seed + i, **common)
+                results.append(res)
+                if spec.pruner == "wilcoxon":  # paired per-fold comparison
+                    self._reporter(trial)(i, float(res.r2))
         r2 = [float(r.r2) for r in results]
         mse = [float(r.mse) for r in results]
         trial.set_user_attr("fold_val_years", [s.val_years[0] for s in splits])
@@ -167,17 +154,11 @@ class Objective:
             self.on_best(trial, value, params, results, ds, splits)
         return value
 
-    def _epoch_reporter(self, trial: optuna.Trial, fold: int):
-        best = -math.inf
-        stride = self.stride
-
-        def report(epoch: int, val_r2: float) -> None:
-            nonlocal best
-            best = max(best, float(val_r2)) if math.isfinite(val_r2) else best
-            if not math.isfinite(best):
-                return
-            trial.report(best, fold * stride + min(int(epoch), stride - 1))
+    @staticmethod
+    def _reporter(trial: optuna.Trial):
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned in fold {fold} at epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned at step {step}")
 
         return report
