@@ -28,6 +28,7 @@ from dlfm_auto.reports._common import (
     write_json,
 )
 from dlfm_auto.reports._load import study_context
+from dlfm_auto.study._artifacts import default_artifacts_dir
 from dlfm_auto.training import predict
 
 
@@ -93,15 +94,14 @@ def permutation_importance(family: Any, model: Any, X: np.ndarray, y: np.ndarray
     return {"perm_mse_rise": imp}
 
 
-def _models(ctx, fam, ds) -> list[tuple[Any, Any]]:
+def _models(ctx, fam, artifacts_dir: str) -> list[tuple[Any, Any]]:
     """(model, normalizer) pairs: the artifact's fold models, else one trained model."""
     from dlfm_auto.data import Normalizer
-    from dlfm_auto.study._artifacts import default_artifacts_dir, load_best_models
+    from dlfm_auto.study._artifacts import load_best_models
 
     payload = None
     try:
-        payload = load_best_models(ctx.study, ctx.artifacts_dir or default_artifacts_dir(
-            ctx.storage_url))
+        payload = load_best_models(ctx.study, artifacts_dir)
     except Exception:
         payload = None
     if payload and payload.get("trial") == ctx.best.number:
@@ -110,7 +110,7 @@ def _models(ctx, fam, ds) -> list[tuple[Any, Any]]:
             if fold["kind"] == "torch":
                 model = fam.build(payload["params"], len(payload["feature_names"]),
                                   payload["sequence_length"])
-                _load_state(model, fold["state_dict"])
+                model.load_state_dict(fold["state_dict"])
             else:
                 model = fold["model"]
             out.append((model, Normalizer.from_dict(fold["norm"])))
@@ -121,15 +121,10 @@ def _models(ctx, fam, ds) -> list[tuple[Any, Any]]:
     return [(results[0].model, split.norm)]
 
 
-def _load_state(model: Any, state: dict) -> None:
-    model.load_state_dict(state)
-
-
 def variables_report(storage_url: str, study_name: str, *, lags: str | None = None,
                      out_root: Path = REPORTS_DIR, data: str | None = None,
                      artifacts_dir: str | None = None) -> Path:
     ctx = study_context(storage_url, study_name, data)
-    ctx.storage_url, ctx.artifacts_dir = storage_url, artifacts_dir
     fam = get_family(ctx.spec.family)
     ds = prepare(ctx.spec.prep.replace(sequence_length=ctx.sequence_length))
     L = ds.sequence_length
@@ -137,7 +132,8 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
     ev = np.isin(ds.season_year, ds.eval_years)
     X_raw, y = ds.X[ev], ds.y[ev]
     measures: dict[str, list[np.ndarray]] = {}
-    for model, norm in _models(ctx, fam, ds):
+    arts = artifacts_dir or default_artifacts_dir(storage_url)
+    for model, norm in _models(ctx, fam, arts):
         Xn = norm.apply(X_raw)
         if getattr(fam, "kind", "torch") == "torch":
             m = torch_sensitivity(model, Xn)
