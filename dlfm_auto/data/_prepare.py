@@ -12,13 +12,13 @@ import dataclasses
 import hashlib
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from dlfm_auto._errors import UserError
+from dlfm_auto._io import atomic_write_bytes
 from dlfm_auto.data._columns import LIGHT_COLUMNS, SNOW, USTAR, ColumnChoice, resolve_columns
 from dlfm_auto.data._config import PrepareConfig
 from dlfm_auto.data._daily import aggregate_daily
@@ -83,18 +83,6 @@ def _remember(cache: OrderedDict, key: tuple, value: object) -> None:
         cache.popitem(last=False)
 
 
-def _atomic_pickle(obj: object, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".pkl")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_daily(cfg: PrepareConfig) -> tuple:
     """(table, report, source) for the config's file and aggregation settings, cached."""
     path = cfg.path
@@ -135,7 +123,8 @@ def load_daily(cfg: PrepareConfig) -> tuple:
     )
     if disk_file is not None:
         try:
-            _atomic_pickle((table, report, source), disk_file)
+            atomic_write_bytes(disk_file, pickle.dumps((table, report, source),
+                                                       protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             pass  # a read-only cache folder only costs speed
     _remember(_MEM_DAILY, mem_key, (table, report, source))
