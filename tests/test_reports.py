@@ -111,3 +111,23 @@ def test_report_errors(demo, tmp_path):
     with pytest.raises(UserError, match="no longer exists"):
         final_report(url, "empty", out_root=tmp_path / "o")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_variables_report_for_a_tree_model_uses_permutation_importance(demo):
+    url = demo["url"]
+    prep = demo["prep"].replace(sequence_length=14)
+    spec = build_spec("random_forest", prep, length_given=True, n_trials=1, max_epochs=60,
+                      pruner="none")
+    study = create_or_resume(url, "rf-demo", spec)
+    study.enqueue_trial({"feed": "flatten", "n_estimators": 100, "max_depth": 10,
+                         "min_samples_leaf": 2, "max_features": 1.0})
+    work(WorkerOptions(url, "rf-demo"))
+    dest = variables_report(url, "rf-demo", out_root=demo["dir"] / "var", lags="0..13")
+    m = json.loads((dest / "metrics.json").read_text())
+    assert m["measure"] == "perm_mse_rise" and len(m["rows"]) == 14 * 3
+
+    def total(driver, lags):
+        return sum(r["perm_mse_rise"] for r in m["rows"] if r["driver"] == driver and lags(r["lag"]))
+
+    assert total("PPFD_IN", lambda g: g == 0) > 0.1  # shuffling today's light hurts
+    assert total("P", lambda g: g >= 1) > total("P", lambda g: g == 0)  # rain acts with delay
