@@ -47,6 +47,11 @@ def test_final_report(demo):
     assert ens["eval"]["r2"] > 0.5 and m["eval_years"] == [2018, 2019, 2020]
     assert m["cv_r2"] == pytest.approx(optuna.load_study(
         study_name="lstm-demo", storage=open_storage(demo["url"])).best_value)
+    # the main figure and a summary note are attached to the study for optuna-dashboard
+    study = optuna.load_study(study_name="lstm-demo", storage=open_storage(demo["url"]))
+    keys = list(study._storage.get_study_system_attrs(study._study_id))
+    assert any(k.startswith("dashboard:note_str") for k in keys)
+    assert any(k.startswith("dashboard:plot_data") for k in keys)
     html = (dest / "index.html").read_text()
     assert "plotly" in html.lower() and '<script src="http' not in html  # self-contained
     # re-running replaces the report atomically: no stale files, no temp folders left
