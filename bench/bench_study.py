@@ -2,11 +2,14 @@
 
     python bench/bench_study.py grid-vs-tpe [--max-epochs 40]
     python bench/bench_study.py jobs [--trials 8 --max-epochs 15]
+    python bench/bench_study.py pruners [--trials 8 --max-epochs 30]
 
 grid-vs-tpe: the full 64-point DLFM LSTM grid with median pruning (wall time, best CV R²),
 then TPE + median pruning on the same data and epoch cap, run for the grid's wall time:
 time to reach within 0.01 of the grid's best CV R², and best CV R² at equal wall time.
 jobs: trials per minute of a TPE study with 1 worker vs 2 worker processes (SQLite).
+pruners: the same seeded TPE study with no pruner, per-epoch median pruning, and per-fold
+Wilcoxon pruning: wall time and best CV R² (which scheme to default to).
 """
 
 from __future__ import annotations
@@ -73,6 +76,21 @@ def grid_vs_tpe(max_epochs: int) -> None:
         print("TPE did not reach grid best - 0.01 within the grid's wall time")
 
 
+def pruners(trials: int, max_epochs: int) -> None:
+    """The same TPE study (same seed) under each pruner: wall time and best CV R²."""
+    for pruner in ("none", "median", "wilcoxon"):
+        d = tempfile.mkdtemp(prefix="bench_pruners_")
+        url = f"sqlite:///{d}/p.db"
+        spec = build_spec("lstm", prep(), length_given=True, sampler="tpe", pruner=pruner,
+                          max_epochs=max_epochs, n_trials=trials)
+        create_or_resume(url, "p", spec)
+        t0 = time.perf_counter()
+        work(WorkerOptions(url, "p"))
+        dt = time.perf_counter() - t0
+        print(f"{pruner:9} {dt / 60:5.1f} min  best CV R² {best(url, 'p'):.4f}  {counts(url, 'p')}",
+              flush=True)
+
+
 def jobs(trials: int, max_epochs: int) -> None:
     rates = {}
     for n_jobs in (1, 2):
@@ -92,7 +110,7 @@ def jobs(trials: int, max_epochs: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["grid-vs-tpe", "jobs"])
+    ap.add_argument("what", choices=["grid-vs-tpe", "jobs", "pruners"])
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--trials", type=int, default=8)
     a = ap.parse_args()
@@ -103,6 +121,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if a.what == "grid-vs-tpe":
         grid_vs_tpe(a.max_epochs or 40)
+    elif a.what == "pruners":
+        pruners(a.trials, a.max_epochs or 30)
     else:
         jobs(a.trials, a.max_epochs or 15)
 
