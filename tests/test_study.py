@@ -194,3 +194,14 @@ def test_unknown_family_lists_close_matches(capsys):
     res = subprocess.run([sys.executable, "-m", "dlfm_auto", "run-study", "lstn", "--data",
                           "x.csv"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "lstm" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_worker_refuses_a_different_local_data_file(tmp_path, small_site, capsys):
+    url = f"sqlite:///{tmp_path}/w.db"
+    spec = build_spec("ann", _prep(small_site), length_given=True, n_trials=1, max_epochs=1)
+    create_or_resume(url, "w", spec)
+    other = write_flux_csv(tmp_path / "other.csv", simple_site(days=4 * 365, seed=9))
+    assert main(["worker", "w", "--storage", url, "--data", str(other)]) == 2
+    assert "differs from the study's" in capsys.readouterr().err
+    assert main(["worker", "w", "--storage", url, "--data", str(small_site)]) == 0
+    assert _states(url, "w") == {"COMPLETE": 1}
