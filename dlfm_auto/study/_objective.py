@@ -71,11 +71,10 @@ class _FixedLength:
 class Objective:
     """Callable for ``study.optimize``; built from the stored spec by every worker."""
 
-    def __init__(self, spec: StudySpec, *, device: str | None = None, threads: int = 1) -> None:
+    def __init__(self, spec: StudySpec, *, device: str | None = None) -> None:
         self.spec = spec
         self.family = get_family(spec.family)
         self.device = device
-        self.threads = threads
         self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -216,7 +215,7 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> int:
         if opts.data_override:
             spec = spec.replace(prep=spec.prep.replace(data=opts.data_override))
         check_data(spec)
-        search = Objective(spec, device=opts.device, threads=opts.threads)
+        search = Objective(spec, device=opts.device)
         n_folds = len(prepare(spec.prep).fold_years[: spec.prep.folds])
         study.sampler = make_sampler(spec, opts.worker)
         study.pruner = make_pruner(spec, search.stride, n_folds)
@@ -387,11 +386,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     return out
 
 
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 __all__ = [
     "WorkerOptions", "build_spec", "create_or_resume", "default_study_name", "load_spec",
-    "make_pruner", "make_sampler", "run_workers", "study_summary", "time", "work",
+    "make_pruner", "make_sampler", "run_workers", "study_summary", "work",
 ]
