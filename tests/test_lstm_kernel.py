@@ -39,6 +39,14 @@ def test_matches_nn_lstm_values_and_gradients(n_in: int, hidden: int, layers: in
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
+def test_parameter_gradients_are_separate_tensors() -> None:
+    """Optimisers change .grad in place (weight decay): two biases must not share one."""
+    core = nn.LSTM(3, 8, num_layers=2, batch_first=True)
+    _lstm_cpu.lstm_last_step(core, torch.randn(16, 5, 3)).sum().backward()
+    ptrs = [p.grad.data_ptr() for p in core.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
+
+
 def test_applies_only_where_it_computes_the_same() -> None:
     x = torch.randn(4, 5, 3)
     assert _lstm_cpu.applies(nn.LSTM(3, 8, batch_first=True), x)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as nnf
 
 try:  # numba is a dependency, but the model must still run (on oneDNN) without it
     import numba
@@ -74,49 +73,64 @@ def _single_threaded_blas() -> None:
 def lstm_last_step(core: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """``core(x)[0][:, -1, :]`` (batch-first x of shape (B, T, F)) with the numba recurrence."""
     _single_threaded_blas()
-    # Layout (T, features, B): the batch is the innermost, contiguous axis, so every loop of
-    # the recurrence runs over 64 contiguous floats (SIMD) whatever the (small) hidden size.
-    h = x.permute(1, 2, 0).contiguous()
-    for layer in range(core.num_layers):
-        if layer and core.dropout and core.training:
-            h = nnf.dropout(h, core.dropout, training=True)
-        h = _LSTMLayer.apply(h, getattr(core, f"weight_ih_l{layer}"),
-                             getattr(core, f"weight_hh_l{layer}"),
-                             getattr(core, f"bias_ih_l{layer}"), getattr(core, f"bias_hh_l{layer}"))
-    return h[-1].t()
+    p = float(core.dropout) if core.training and core.num_layers > 1 else 0.0
+    return _LSTMStack.apply(x, p, *core.parameters())
 
 
-class _LSTMLayer(torch.autograd.Function):
-    """One LSTM layer over a whole (T, F, B) sequence, with a hand-derived backward.
+class _LSTMStack(torch.autograd.Function):
+    """Every layer of an LSTM over the whole sequence, as one autograd node.
 
-    Forward and backward are one numba call each (per step: one small BLAS matmul on the
-    stacked [x_t; h_t-1] plus vectorised gate loops); torch only allocates the outputs.
+    Forward and backward are one numba call per layer (per step: one small BLAS matmul on the
+    stacked [x_t; h_t-1] plus vectorised gate loops) and nothing else: one node instead of a
+    chain of permutes, slices and per-layer nodes, whose bookkeeping cost as much as the
+    arithmetic at these sizes. Layout inside is (T, features, B): the batch is the innermost,
+    contiguous axis, so every loop runs over 64 contiguous floats whatever the hidden size.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        T, _, B = x.shape
-        H = w_hh.shape[1]
-        w = torch.cat([w_ih, w_hh], 1).detach()  # (4H, F + H): one matmul per step
-        out = torch.empty(T, H, B)
-        gates = torch.empty(T, 4 * H, B)
-        cell = torch.empty(T, H, B)
-        _forward(x.detach().numpy(), w.numpy(), (b_ih + b_hh).detach().numpy(), out.numpy(),
-                 gates.numpy(), cell.numpy())
-        ctx.save_for_backward(x, w, out, gates, cell)
-        return out
+    def forward(ctx: Any, x: torch.Tensor, p: float, *params: torch.Tensor) -> torch.Tensor:
+        h = x.detach().permute(1, 2, 0).contiguous().numpy()
+        T, _, B = h.shape
+        saved = []
+        for layer in range(len(params) // 4):
+            w_ih, w_hh, b_ih, b_hh = (t.detach() for t in params[4 * layer: 4 * layer + 4])
+            mask = None
+            if layer and p > 0:  # nn.LSTM's dropout on the outputs of every layer but the last
+                mask = torch.empty(h.shape).bernoulli_(1.0 - p).div_(1.0 - p).numpy()
+                h = h * mask
+            H = w_hh.shape[1]
+            w = torch.cat([w_ih, w_hh], 1).numpy()  # (4H, F + H): one matmul per step
+            out = np.empty((T, H, B), dtype=np.float32)
+            gates = np.empty((T, 4 * H, B), dtype=np.float32)
+            cell = np.empty((T, H, B), dtype=np.float32)
+            _forward(h, w, (b_ih + b_hh).numpy(), out, gates, cell)
+            saved.append((h, w, out, gates, cell, mask))
+            h = out
+        ctx.saved = saved
+        return torch.from_numpy(np.ascontiguousarray(h[-1].T))
 
     @staticmethod
-    def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w, out, gates, cell = ctx.saved_tensors
-        T, F, B = x.shape
-        dx = torch.empty(T, F, B)
-        dw = torch.zeros(w.shape)
-        db = torch.zeros(w.shape[0])
-        _backward(x.numpy(), w.numpy(), out.numpy(), gates.numpy(), cell.numpy(),
-                  dout.detach().contiguous().numpy(), dx.numpy(), dw.numpy(), db.numpy())
-        return (dx if ctx.needs_input_grad[0] else None), dw[:, :F], dw[:, F:], db, db
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved
+        T, H, B = saved[-1][2].shape
+        dout = np.zeros((T, H, B), dtype=np.float32)
+        dout[-1] = grad.detach().numpy().T
+        grads: list[torch.Tensor] = []
+        dx = None
+        for h, w, out, gates, cell, mask in reversed(saved):
+            F = h.shape[1]
+            dx = np.empty(h.shape, dtype=np.float32)
+            dw = np.empty(w.shape, dtype=np.float32)
+            db = np.empty(w.shape[0], dtype=np.float32)
+            _backward(h, w, out, gates, cell, dout, dx, dw, db)
+            dbt = torch.from_numpy(db)  # both biases get it; separate tensors (optimisers and
+            # weight decay update gradients in place)
+            grads = [torch.from_numpy(dw[:, :F]), torch.from_numpy(dw[:, F:]), dbt,
+                     dbt.clone()] + grads
+            dout = dx * mask if mask is not None else dx
+        ctx.saved = None
+        dxt = torch.from_numpy(dout).permute(2, 0, 1) if ctx.needs_input_grad[0] else None
+        return (dxt, None, *grads)
 
 
 def _njit(fn: Any) -> Any:
@@ -212,7 +226,7 @@ def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, gates: np.ndarray,
               cell: np.ndarray, dout: np.ndarray, dx: np.ndarray, dw: np.ndarray,
               db: np.ndarray) -> None:
     """Backpropagation through time. dout (T, H, B) is the loss gradient on every h_t; writes
-    dx (T, F, B), dw ([w_ih | w_hh] layout) and db (db zeroed by the caller)."""
+    dx (T, F, B), dw ([w_ih | w_hh] layout) and db."""
     T, F, B = x.shape
     G = w.shape[0]
     H = G // 4
@@ -260,7 +274,7 @@ def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, gates: np.ndarray,
             for b in range(B):
                 D[j, lo + b] = d[j, b]
                 acc += d[j, b]
-            db[j] += acc
+            db[j] = acc if t == T - 1 else db[j] + acc
         for k in range(F):
             for b in range(B):
                 X[k, lo + b] = x[t, k, b]
