@@ -205,3 +205,29 @@ def test_worker_refuses_a_different_local_data_file(tmp_path, small_site, capsys
     assert "differs from the study's" in capsys.readouterr().err
     assert main(["worker", "w", "--storage", url, "--data", str(small_site)]) == 0
     assert _states(url, "w") == {"COMPLETE": 1}
+
+
+def test_wilcoxon_pruner_needs_five_folds(tmp_path, small_site, capsys):
+    with pytest.raises(UserError, match="folds >= 5"):
+        build_spec("ann", _prep(small_site), length_given=True, pruner="wilcoxon")
+    rc = main(["run-study", "ann", "--data", str(small_site), "--target", "NEE", "--columns",
+               "TA", "PPFD_IN", "--pruner", "wilcoxon", "--storage", f"sqlite:///{tmp_path}/w.db"])
+    assert rc == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_wilcoxon_pruner_stops_a_trial_worse_on_every_fold(tmp_path):
+    """Per-fold pruning: a hopeless trial is stopped before its last (5th) fold."""
+    site = write_flux_csv(tmp_path / "site7.csv", simple_site(days=7 * 365))
+    prep = PrepareConfig(data=str(site), target="NEE", columns=("TA", "PPFD_IN"), eval_years=1,
+                         folds=5)
+    url, name = f"sqlite:///{tmp_path}/w.db", "w"
+    study = create_or_resume(url, name, build_spec("ann", prep, length_given=True,
+                                                   pruner="wilcoxon", n_trials=2, max_epochs=30))
+    good = {"feed": "today", "layer_size": 8, "optimizer": "adam", "lr": 0.01,
+            "weight_decay": 1e-6, "batch_size": 64, "epochs": 200}
+    study.enqueue_trial(good)
+    study.enqueue_trial({**good, "optimizer": "sgd", "lr": 1e-4, "layer_size": 4})  # barely learns
+    work(WorkerOptions(url, name))
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert max(trials[1].intermediate_values) < 4  # stopped before fold 5 (steps 0..4)

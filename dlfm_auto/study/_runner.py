@@ -38,6 +38,7 @@ from dlfm_auto.study._spec import SPEC_ATTR, StudySpec, code_version, difference
 from dlfm_auto.study._storage import open_storage
 
 MAX_GRID_RETRIES = 3
+WILCOXON_MIN_FOLDS = 5
 
 
 def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -69,6 +70,15 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
     """A spec for a new run: resolves defaults and reads the data once (errors surface here)."""
     fam = get_family(family)
     sampler = kw.get("sampler", "tpe")
+    if kw.get("pruner") == "wilcoxon" and prep.folds < WILCOXON_MIN_FOLDS:
+        # A one-sided signed-rank test over k folds has smallest p-value 2^-k: below the 0.1
+        # threshold only from k = 4, so with fewer than 5 folds it can never stop a trial
+        # before its last fold (with 3 it pruned nothing in bench_study.py pruners).
+        raise UserError(f"pruner='wilcoxon' compares trials fold by fold and needs folds >= "
+                        f"{WILCOXON_MIN_FOLDS}: after k folds its smallest p-value is 2^-k, "
+                        f"under its 0.1 threshold only from k = 4, so with folds={prep.folds} "
+                        "it can never stop a trial early; use --folds 5 or more, or "
+                        "--pruner median")
     fixed = length_given or sampler == "grid" or not fam.sequence
     if sampler == "grid" and not length_given:
         prep = prep.replace(sequence_length=default_sequence_length(family))
