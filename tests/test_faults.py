@@ -48,6 +48,7 @@ def _start_and_wait_for_second_trial(cmd, env, url):
         done = [t for t in ts if t.state == TrialState.COMPLETE]
         running = [t for t in ts if t.state == TrialState.RUNNING]
         if done and running:
+            time.sleep(0.5)  # into the trial's training, past its parameter draws
             return proc, running[0]
         if proc.poll() is not None:
             raise AssertionError(f"study ended early: {proc.stderr.read()}")
@@ -77,7 +78,9 @@ def test_kill_9_mid_trial_then_rerun(setup):
     assert dead.state == TrialState.FAIL
     retry = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
-    assert retry[0].params == dead.params
+    # Re-run with every parameter the dead trial had drawn (a kill during its first
+    # milliseconds can leave some undrawn: those are drawn afresh).
+    assert dead.params and dead.params.items() <= retry[0].params.items()
 
 
 def test_ctrl_c_mid_trial_then_rerun(setup):
@@ -95,4 +98,4 @@ def test_ctrl_c_mid_trial_then_rerun(setup):
     ts = _trials(url)
     assert [t.state for t in ts].count(TrialState.COMPLETE) == N
     retry = [t for t in ts if t.user_attrs.get("retry_of") == dead.number]
-    assert len(retry) == 1 and retry[0].params == dead.params
+    assert len(retry) == 1 and dead.params and dead.params.items() <= retry[0].params.items()
