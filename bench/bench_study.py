@@ -75,7 +75,7 @@ def grid_vs_tpe(max_epochs: int | None) -> None:
     grid = mp.get_context("spawn").Process(target=_grid_leg, args=(url,))
     grid.start()
     while grid.is_alive():
-        work(WorkerOptions(url, "tpe", max_trials=1, deadline=None))
+        work(WorkerOptions(url, "tpe", max_trials=1))
         grid.join(timeout=0.01)
     grid_time = time.time() - t0
     grid_best = best(url, "grid")

@@ -17,6 +17,7 @@ otherwise. ``DLFM_AUTO_LSTM_KERNEL=off`` turns it off (for comparisons and debug
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -47,9 +48,7 @@ def applies(core: nn.Module, x: torch.Tensor) -> bool:
             and kernel_enabled())
 
 
-_blas_single = False
-
-
+@functools.cache
 def _single_threaded_blas() -> None:
     """Run scipy's OpenBLAS (the BLAS numba's ``np.dot`` calls) on one thread, once.
 
@@ -57,10 +56,6 @@ def _single_threaded_blas() -> None:
     machine (another trial on the other core) waiting for it costs 2-10x the whole kernel.
     Only scipy's copy is touched; numpy's and torch's thread settings stay as they are.
     """
-    global _blas_single
-    if _blas_single:
-        return
-    _blas_single = True
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba will call)
         from threadpoolctl import ThreadpoolController
@@ -118,7 +113,6 @@ class _LSTMStack(torch.autograd.Function):
         dout = np.zeros((T, H, B), dtype=np.float32)
         dout[-1] = grad.detach().numpy().T
         grads: list[torch.Tensor] = []
-        dx = None
         for h, w, out, gates, cell, mask in reversed(saved):
             F = h.shape[1]
             dx = np.empty(h.shape, dtype=np.float32)
@@ -146,16 +140,13 @@ def _njit(fn: Any) -> Any:
 # Rational approximation of tanh on [-7.9053, 7.9053] (Eigen's float tanh; max abs error
 # 3.3e-7 against float64 tanh, checked in tests). Unlike math.exp/tanh calls it vectorises:
 # the gate non-linearities are most of a small LSTM's forward cost. The coefficients are
-# written out as literals because numba does not vectorise loops that index a global tuple.
-_A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-      -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
-_B = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
-_CLAMP = 7.90531110763549805
+# literals in the loop because numba does not vectorise loops that index a global tuple.
 
 
 @_njit
 def _tanh(x: np.ndarray, out: np.ndarray) -> None:
-    """out = tanh(x) elementwise (float32, 1-d; out may be x)."""
+    """out = tanh(x) elementwise (float32, 1-d). Pass a separate ``out``: in place, LLVM's
+    overlap check sends the loop down its scalar path."""
     for n in range(x.size):
         v = x[n]
         v = v if v < np.float32(7.90531110763549805) else np.float32(7.90531110763549805)
@@ -204,7 +195,7 @@ def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray,
             for b in range(B):
                 r[b] = (r[b] + bj) * s
         z = gf[t]
-        _tanh(recf, z)  # to another array: in place, LLVM's overlap check runs it scalar
+        _tanh(recf, z)
         for n in range(2 * HB):
             z[n] = half * z[n] + half
         for n in range(3 * HB, 4 * HB):
@@ -248,6 +239,7 @@ def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, gates: np.ndarray,
     X = np.zeros((F + H, T * B), dtype=np.float32)
     zero = np.zeros(HB, dtype=np.float32)
     one = np.float32(1.0)
+    db[:] = 0.0
     for t in range(T - 1, -1, -1):
         _tanh(cf[t], tc)
         g, do = gf[t], dof[t]
@@ -276,7 +268,7 @@ def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, gates: np.ndarray,
             for b in range(B):
                 D[j, lo + b] = d[j, b]
                 acc += d[j, b]
-            db[j] = acc if t == T - 1 else db[j] + acc
+            db[j] += acc
         for k in range(F):
             for b in range(B):
                 X[k, lo + b] = x[t, k, b]
