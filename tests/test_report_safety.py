@@ -193,6 +193,7 @@ def test_final_report_replaces_only_its_own_folder_with_normal_modes(site, tmp_p
     (mine / "variables").mkdir(parents=True)
     (mine / "variables" / "index.html").write_text("the variables report")
     (mine / "notes.txt").write_text("the user's notes")
+    (mine / ".final.tmp-4194399-dead").mkdir()  # left by a killed report (no such pid)
     (out / "other-study").mkdir()
     (out / "other-study" / "x").write_text("x")
     others = snapshot(out / "other-study", mine / "variables")

@@ -27,7 +27,8 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--study-name", help="take the family, data, settings and best parameters "
                                         "from this study; the report goes to reports/STUDY/memory")
     cli.add_data_args(m, default_data=None)
-    m.add_argument("--sequence-lengths", type=cli._csv_ints, default=(1, 3, 7, 14, 30, 60, 90, 120))
+    m.add_argument("--sequence-lengths", type=cli._csv_ints,
+                   help="comma list of L in days (default: 1,3,7,14,30,60,90,120)")
     m.add_argument("--num-models", type=int, default=3)
     m.add_argument("--params", default="best",
                    help="best (the --study-name study, else the FAMILY-SITE study), a study "
@@ -75,7 +76,7 @@ def report(args: argparse.Namespace) -> int:
                 raise UserError(f"report memory --study-name takes the data settings from the "
                                 f"study: drop {', '.join(given)} (--data only for a moved file)")
         dest = memory_report(args.storage, args.family, prep,
-                             lengths=tuple(args.sequence_lengths), num_models=args.num_models,
+                             lengths=args.sequence_lengths, num_models=args.num_models,
                              params_source=args.params, max_epochs=args.max_epochs,
                              out_root=Path(args.out), n_jobs=args.n_jobs,
                              study_name=args.study_name, data=args.data)

@@ -122,6 +122,7 @@ def report_folder(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(dest)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = dest.parent / f".{dest.name}.tmp-{tag}"
     tmp.mkdir()
@@ -139,6 +140,25 @@ def report_folder(dest: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     if dest.name in KINDS:
         write_study_index(dest.parent)
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Remove this report's hidden temp/old folders left by a killed process (pid gone)."""
+    for p in dest.parent.glob(f".{dest.name}.*-*-*"):
+        kind, _, rest = p.name[len(dest.name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def write_study_index(study_dir: Path) -> None:

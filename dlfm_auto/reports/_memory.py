@@ -147,7 +147,7 @@ def queue_units(study: optuna.Study, lengths: tuple[int, ...], num_models: int) 
 
 
 def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | None, *,
-                  lengths: tuple[int, ...] = DEFAULT_LENGTHS, num_models: int = 3,
+                  lengths: tuple[int, ...] | None = None, num_models: int = 3,
                   params_source: str = "best", max_epochs: int | None = None,
                   out_root: Path = REPORTS_DIR, device: str | None = None,
                   n_jobs: int = 1, study_name: str | None = None, data: str | None = None
@@ -157,6 +157,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     (``params_source="best"``), written to ``<out>/<study>/memory/``."""
     from dlfm_auto.study._runner import WorkerOptions, run_workers
 
+    lengths = DEFAULT_LENGTHS if lengths is None else tuple(lengths)
     check_options(sequence_lengths=lengths, num_models=num_models, max_epochs=max_epochs,
                   n_jobs=n_jobs)
     check_writable(Path(out_root))  # before the work (the folder itself once its name is known)
