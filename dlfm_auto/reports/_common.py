@@ -109,7 +109,8 @@ def check_writable(folder: Path) -> None:
         probe.mkdir()
         probe.rmdir()
     except OSError as e:
-        raise UserError(f"--out: cannot write to {folder} ({e.strerror or e}: {probe_in})"
+        raise UserError(f"--out: cannot write to {folder} ({probe_in} does not accept a new "
+                        f"folder: {e.strerror or e})"
                         ) from None
 
 
