@@ -39,6 +39,8 @@ def demo(tmp_path_factory):
 def test_final_report(demo):
     out = demo["dir"] / "out"
     dest = final_report(demo["url"], "lstm-demo", num_models=2, out_root=out)
+    assert dest == out / "lstm-demo" / "final"  # reports/<study>/final/, linked from ../index.html
+    assert "final/index.html" in (out / "lstm-demo" / "index.html").read_text()
     for f in ("index.html", "report.md", "metrics.json", "timeseries.png", "scatter.png",
               "learning_curves.png"):
         assert (dest / f).stat().st_size > 500, f

@@ -1,10 +1,15 @@
-"""``report final|memory|variables``."""
+"""``report final|memory|variables``.
+
+Options are validated by the reports themselves (``reports._options``: one rules table) before
+any work; every report writes ``<out>/<study>/<kind>/`` and the study's ``index.html``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from dlfm_auto import cli
+from dlfm_auto._errors import UserError
 from dlfm_auto._urls import DEFAULT_STORAGE
 
 
@@ -18,12 +23,16 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     _common(f)
 
     m = kinds.add_parser("memory", help="skill vs input sequence length (matched samples)")
-    m.add_argument("family")
-    cli.add_data_args(m)
-    m.add_argument("--sequence-lengths", type=cli._csv_ints, default=(1, 3, 7, 14, 30, 60, 90, 120))
+    m.add_argument("family", nargs="?", help="model family (default: the --study-name study's)")
+    m.add_argument("--study-name", help="take the family, data, settings and best parameters "
+                                        "from this study; the report goes to reports/STUDY/memory")
+    cli.add_data_args(m, default_data=None)
+    m.add_argument("--sequence-lengths", type=cli._csv_ints,
+                   help="comma list of L in days (default: 1,3,7,14,30,60,90,120)")
     m.add_argument("--num-models", type=int, default=3)
     m.add_argument("--params", default="best",
-                   help="best (the FAMILY-SITE study), a study name, or k=v,k=v")
+                   help="best (the --study-name study, else the FAMILY-SITE study), a study "
+                        "name, or k=v,k=v")
     m.add_argument("--max-epochs", type=int)
     m.add_argument("--n-jobs", type=int, default=1)
     _common(m, data=False)
@@ -57,10 +66,20 @@ def report(args: argparse.Namespace) -> int:
     elif args.kind == "memory":
         from dlfm_auto.reports._memory import memory_report
 
-        dest = memory_report(args.storage, args.family, cli.config_from_args(args),
-                             lengths=tuple(args.sequence_lengths), num_models=args.num_models,
+        prep = None
+        if args.study_name is None:
+            prep = cli.config_from_args(args)
+        else:
+            given = [f"--{f.replace('_', '-')}" for f in (*cli._CFG_FIELDS, "columns")
+                     if f != "data" and getattr(args, f, None) is not None]
+            if given:
+                raise UserError(f"report memory --study-name takes the data settings from the "
+                                f"study: drop {', '.join(given)} (--data only for a moved file)")
+        dest = memory_report(args.storage, args.family, prep,
+                             lengths=args.sequence_lengths, num_models=args.num_models,
                              params_source=args.params, max_epochs=args.max_epochs,
-                             out_root=Path(args.out), n_jobs=args.n_jobs)
+                             out_root=Path(args.out), n_jobs=args.n_jobs,
+                             study_name=args.study_name, data=args.data)
     else:
         from dlfm_auto.reports._variables import variables_report
 

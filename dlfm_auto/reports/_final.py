@@ -19,11 +19,13 @@ from dlfm_auto.reports._common import (
     html_page,
     html_table,
     md_table,
+    report_dir,
     report_folder,
     skill,
     write_json,
 )
-from dlfm_auto.reports._load import StudyContext, study_context
+from dlfm_auto.reports._load import StudyContext, require_eval_years, study_context
+from dlfm_auto.reports._options import check_options
 from dlfm_auto.training import predict, train_split
 
 
@@ -56,7 +58,9 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
                  device: str | None = None) -> Path:
     from rich.progress import Progress
 
-    ctx = study_context(storage_url, study_name, data)
+    check_options(num_models=num_models)
+    dest = report_dir(out_root, study_name, "final")  # safe and writable, before the work
+    ctx = require_eval_years(study_context(storage_url, study_name, data))
     fam = get_family(ctx.spec.family)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"training {num_models} final models", total=num_models)
@@ -86,7 +90,6 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         "n_eval": len(split.y_val), **cv, "rows": rows,
     }
     figs = _figures(ctx, split, preds, obs, results)
-    dest = Path(out_root) / study_name
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         _write_pngs(tmp, split, preds, obs, results)

@@ -64,3 +64,12 @@ def study_context(storage_url: str, name: str, data_override: str | None = None
     params = {k: v for k, v in best.params.items() if k != "sequence_length"}
     L = int(best.user_attrs.get("sequence_length", spec.prep.sequence_length))
     return StudyContext(study, spec, best, params, L)
+
+
+def require_eval_years(ctx: StudyContext) -> StudyContext:
+    """Reports that score held-out years refuse, before any work, a study that has none."""
+    if ctx.spec.prep.eval_years < 1:
+        raise UserError(f"study {ctx.study.study_name!r} has no held-out years (eval_years="
+                        f"{ctx.spec.prep.eval_years}): this report scores the held-out years; "
+                        "run a study with --eval-years 1 or more")
+    return ctx

@@ -22,14 +22,18 @@ from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.reports._common import (
     REPORTS_DIR,
+    check_writable,
     html_page,
     html_table,
     md_table,
     mean_ci,
+    report_dir,
     report_folder,
     skill,
     write_json,
 )
+from dlfm_auto.reports._options import check_options
+from dlfm_auto.study._spec import check_study_name
 from dlfm_auto.study._storage import open_storage
 from dlfm_auto.training import predict, train_split
 
@@ -65,7 +69,11 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
     from dlfm_auto.reports._load import load_study
 
     name = site_study if source == "best" else source
-    study = load_study(storage_url, name)
+    try:
+        study = load_study(storage_url, name)
+    except UserError as e:
+        raise UserError(f"no study to take {family} parameters from ({e}): pass --params "
+                        "k=v,k=v (or a study name), or --study-name STUDY") from None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise UserError(f"study {name!r} has no complete trial to take parameters from")
@@ -138,13 +146,36 @@ def queue_units(study: optuna.Study, lengths: tuple[int, ...], num_models: int) 
     return n
 
 
-def memory_report(storage_url: str, family: str, prep: PrepareConfig, *,
-                  lengths: tuple[int, ...] = DEFAULT_LENGTHS, num_models: int = 3,
+def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | None, *,
+                  lengths: tuple[int, ...] | None = None, num_models: int = 3,
                   params_source: str = "best", max_epochs: int | None = None,
                   out_root: Path = REPORTS_DIR, device: str | None = None,
-                  n_jobs: int = 1) -> Path:
+                  n_jobs: int = 1, study_name: str | None = None, data: str | None = None
+                  ) -> Path:
+    """The memory curve of ``family`` on ``prep``'s samples; or, with ``study_name``, on that
+    study's data and settings (``data``: a moved copy of its file) with its best parameters
+    (``params_source="best"``), written to ``<out>/<study>/memory/``."""
     from dlfm_auto.study._runner import WorkerOptions, run_workers
 
+    lengths = DEFAULT_LENGTHS if lengths is None else tuple(lengths)
+    check_options(sequence_lengths=lengths, num_models=num_models, max_epochs=max_epochs,
+                  n_jobs=n_jobs)
+    check_writable(Path(out_root))  # before the work (the folder itself once its name is known)
+    if study_name is not None:
+        from dlfm_auto.reports._load import check_data_file, load_study
+        from dlfm_auto.study._runner import load_spec
+
+        report_dir(out_root, study_name, "memory")
+        source = load_spec(load_study(storage_url, study_name))
+        if family is not None and family != source.family:
+            raise UserError(f"study {study_name!r} is a {source.family} study, not {family}")
+        family = source.family
+        prep = check_data_file(source, data).prep
+        if params_source == "best":
+            params_source = study_name
+    elif family is None or prep is None:
+        raise UserError("report memory: pass FAMILY (with the data options), or --study-name "
+                        "STUDY to take the family, data and parameters from a study")
     fam = get_family(family)
     if not fam.sequence and any(L > 1 for L in lengths):
         feeds = getattr(fam, "feeds", ())
@@ -158,6 +189,8 @@ def memory_report(storage_url: str, family: str, prep: PrepareConfig, *,
     if not fam.sequence and "feed" in params and params["feed"] == "today":
         params["feed"] = "flatten"  # a memory curve needs the window
     name = unit_study_name(family, site, params, prep, lengths, max_epochs)
+    check_study_name(name)  # a unit study is created below
+    dest = report_dir(out_root, study_name or name, "memory")  # before the study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
@@ -182,7 +215,6 @@ def memory_report(storage_url: str, family: str, prep: PrepareConfig, *,
         raise UserError(f"{total - len(units)} memory units did not finish; run the same "
                         "command again to continue")
     rows = aggregate(units, lengths)
-    dest = Path(out_root) / name
     _write(dest, name, family, site, params, lengths, num_models, rows, ds)
     return dest
 

@@ -19,32 +19,31 @@ import numpy as np
 from dlfm_auto._errors import UserError
 from dlfm_auto.data import prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.reports import _options
 from dlfm_auto.reports._common import (
     REPORTS_DIR,
     html_page,
     html_table,
     md_table,
+    report_dir,
     report_folder,
     write_json,
 )
-from dlfm_auto.reports._load import study_context
+from dlfm_auto.reports._load import require_eval_years, study_context
 from dlfm_auto.study._artifacts import default_artifacts_dir
 from dlfm_auto.training import predict
 
 
 def parse_lags(text: str | None, L: int) -> list[int]:
-    """``0..30`` or ``0,1,7``; default all lags of the model's window."""
-    if not text:
+    """``0..30`` or ``0,1,7`` (syntax checked by the options rules); default: the whole window."""
+    lags = _options.parse_lags(text)
+    if lags is None:
         return list(range(L))
-    if ".." in text:
-        a, b = text.split("..", 1)
-        lags = list(range(int(a), int(b) + 1))
-    else:
-        lags = [int(x) for x in text.split(",") if x.strip()]
-    bad = [g for g in lags if g < 0 or g >= L]
+    bad = [g for g in lags if g >= L]
     if bad:
-        raise UserError(f"--lags {bad} outside the model's window (0..{L - 1} for L={L})")
-    return lags
+        raise UserError(f"invalid lags={text!r}: {bad} outside the model's window "
+                        f"(0..{L - 1} for L={L})")
+    return list(lags)
 
 
 def torch_sensitivity(model: Any, X: np.ndarray, steps: int = 16, ig_samples: int = 256,
@@ -124,11 +123,15 @@ def _models(ctx, fam, artifacts_dir: str) -> list[tuple[Any, Any]]:
 def variables_report(storage_url: str, study_name: str, *, lags: str | None = None,
                      out_root: Path = REPORTS_DIR, data: str | None = None,
                      artifacts_dir: str | None = None) -> Path:
-    ctx = study_context(storage_url, study_name, data)
+    _options.parse_lags(lags)  # the syntax, before anything is loaded
+    dest = report_dir(out_root, study_name, "variables")  # safe and writable, before the work
+    ctx = require_eval_years(study_context(storage_url, study_name, data))
+    lag_list = parse_lags(lags, ctx.sequence_length)
     fam = get_family(ctx.spec.family)
     ds = prepare(ctx.spec.prep.replace(sequence_length=ctx.sequence_length))
     L = ds.sequence_length
-    lag_list = parse_lags(lags, L)
+    if not len(ds.eval_years):
+        raise UserError(f"study {study_name!r}: the data have no held-out years to score")
     ev = np.isin(ds.season_year, ds.eval_years)
     X_raw, y = ds.X[ev], ds.y[ev]
     measures: dict[str, list[np.ndarray]] = {}
@@ -154,9 +157,8 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
     metrics = {"study": study_name, "family": ctx.spec.family, "sequence_length": L,
                "drivers": names, "lags": lag_list, "measure": key,
                "n_samples": int(len(y)), "eval_years": list(ds.eval_years), "rows": rows}
-    _write(Path(out_root) / study_name / "variables", study_name, ctx, names, lag_list,
-           mean, key, ranked, metrics, L)
-    return Path(out_root) / study_name / "variables"
+    _write(dest, study_name, ctx, names, lag_list, mean, key, ranked, metrics, L)
+    return dest
 
 
 def _write(dest, study_name, ctx, names, lags, mean, key, ranked, metrics, L) -> None:

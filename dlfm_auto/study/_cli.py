@@ -213,6 +213,7 @@ def dashboard(args: argparse.Namespace) -> int:
     from dlfm_auto.study._artifacts import default_artifacts_dir
     from dlfm_auto.study._storage import open_storage
 
+    _check_port_free(args.host, args.port)
     storage = open_storage(args.storage, heartbeat=False, must_exist=True)
     art = args.artifact_dir or default_artifacts_dir(args.storage)
     store = FileSystemArtifactStore(art) if Path(art).exists() else None
@@ -220,6 +221,30 @@ def dashboard(args: argparse.Namespace) -> int:
           "(Ctrl-C to stop)")
     run_server(storage, host=args.host, port=args.port, artifact_store=store)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind (host, port) once, as the server will, so a busy or invalid port is a one-line
+    error before anything is printed (the server itself fails after "Listening on ...")."""
+    import socket
+
+    from dlfm_auto.data._config import Interval, _allowed, _ok
+
+    rule = Interval(int, 1, 65535)
+    if not _ok(rule, port):
+        raise UserError(f"invalid port={port}: must be {_allowed(rule)}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"invalid host={host!r}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as wsgiref's server does
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (is another "
+                            "dashboard running? pass --port N)") from None
 
 
 def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) -> None:

@@ -34,7 +34,15 @@ from dlfm_auto.study._objective import (
     default_sequence_length,
     grid_points,
 )
-from dlfm_auto.study._spec import SPEC_ATTR, StudySpec, code_version, differences, now_iso, versions
+from dlfm_auto.study._spec import (
+    SPEC_ATTR,
+    StudySpec,
+    check_study_name,
+    code_version,
+    differences,
+    now_iso,
+    versions,
+)
 from dlfm_auto.study._storage import open_storage
 
 MAX_GRID_RETRIES = 3
@@ -104,6 +112,7 @@ def load_spec(study: optuna.Study) -> StudySpec:
 
 def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optuna.Study:
     """Create the study or check the stored spec; fail stale trials; queue needed work."""
+    check_study_name(study_name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     try:

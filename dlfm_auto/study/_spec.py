@@ -23,6 +23,11 @@ from dlfm_auto.data import PrepareConfig
 
 SPEC_ATTR = "dlfm_auto.spec"
 SAMPLERS = ("tpe", "grid", "random")
+#: A study name becomes a folder name (reports/<study>/): one safe path component.
+STUDY_NAME_MAX = 128
+STUDY_NAME_RULE = (f"1-{STUDY_NAME_MAX} characters: letters, digits, space, '.', '_', '-' or '+', "
+                   "starting with a letter or digit")
+_STUDY_NAME_PUNCT = frozenset(" ._-+")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 
 
@@ -88,6 +93,20 @@ class StudySpec:
 
     def replace(self, **kw: Any) -> StudySpec:
         return dataclasses.replace(self, **kw)
+
+
+def check_study_name(name: str) -> str:
+    """Refuse a study name that is not one safe folder name (``/x``, ``..``, ``a/b``, too long).
+
+    Reports write to ``reports/<study>/``; a name that is a path would make them write (and
+    replace) somewhere else. The rule also keeps the name a valid file name on every system.
+    """
+    ok = (0 < len(name) <= STUDY_NAME_MAX and name[0].isalnum()
+          and all(c.isalnum() or c in _STUDY_NAME_PUNCT for c in name))
+    if not ok:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise UserError(f"invalid study name {shown!r}: must be {STUDY_NAME_RULE}")
+    return name
 
 
 def _jsonable(obj: Any) -> Any:
