@@ -81,6 +81,10 @@ class PrepareConfig:
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars (np.int64(7)) become plain values
+            v = getattr(self, f.name)
+            if type(v).__module__ == "numpy" and hasattr(v, "item"):
+                object.__setattr__(self, f.name, v.item())
         if self.columns is not None and not isinstance(self.columns, tuple):
             object.__setattr__(self, "columns", tuple(self.columns))
         validate(self)
