@@ -177,7 +177,7 @@ def _check_stamps(ts: np.ndarray, col: str, path: Path) -> np.ndarray:
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     dim = _DAYS_IN_MONTH[np.clip(mo, 1, 12) - 1] + (leap & (mo == 2))
     checks = (
-        ((y < 1900) | (y > 2200), "year", y),
+        ((y < 1900) | (y > 9999), "year", y),
         ((mo < 1) | (mo > 12), "month", mo),
         ((d < 1) | (d > dim), "day", d),
         (hh > 23, "hour", hh),
