@@ -383,3 +383,22 @@ def test_new_settings_keep_old_study_identities():
     assert PrepareConfig(snow_season="dlfm").settings()["snow_season"] == "dlfm"
     assert PrepareConfig(dd_qc_min=0.7).settings()["dd_qc_min"] == 0.7
     assert PrepareConfig(**old) == PrepareConfig()
+
+
+def test_utf16_file_names_the_encoding(tmp_path, capsys):
+    p = tmp_path / "u16.csv"
+    p.write_bytes(site_text(tmp_path, days=30).encode("utf-16"))
+    assert_refused(capsys, ["prepare", "--data", str(p)], tmp_path, "UTF-16", "UTF-8")
+
+
+def test_a_text_cell_late_in_a_long_file_raises_no_python_warning(tmp_path):
+    import warnings
+
+    head, rows = data_lines(site_text(tmp_path, days=4 * 365))
+    rows[-100] = set_cell(rows[-100], 3, "n/a")  # past pandas' first parsing chunk
+    p = tmp_path / "late.csv"
+    p.write_text("\n".join(head + rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, rep, _ = _table(p)
+    assert rep.non_numeric_by_column == {"TA": 1}

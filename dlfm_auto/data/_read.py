@@ -99,6 +99,9 @@ def read_header(path: str | Path) -> FluxHeader:
     try:
         with _open_binary(p) as f:
             for i, raw in enumerate(f):  # noqa: B007 (i is the header line after the loop)
+                if b"\x00" in raw:
+                    raise UserError(f"{p} is not a text file in UTF-8 or Latin-1 (NUL bytes; "
+                                    f"UTF-16 or binary?): save it as UTF-8 CSV")
                 line, ok = _decode(raw if i else raw.removeprefix(b"\xef\xbb\xbf"))
                 utf8 &= ok
                 s = line.strip()
@@ -326,6 +329,7 @@ def _read(header: FluxHeader, ts_col: str, wanted: list[str], ts_type: type,
             skipinitialspace=True,
             encoding=encoding,
             engine="c",
+            low_memory=False,  # one dtype per column: no DtypeWarning on a text cell
         )
     except UnicodeDecodeError:
         if encoding == "latin-1":
