@@ -77,6 +77,11 @@ def _year_typo_past(head, rows):
     return head, rows
 
 
+def _year_typo_near(head, rows):
+    rows.append(set_cell(rows[-2], 0, "201306151200"))  # ~2 years after a 2010-2011 record
+    return head, rows
+
+
 BAD_FILES = {
     "hhmm-2400": (_bad_stamp("201001012400"), ["data row 101", "hour 24"]),
     "month-13": (_bad_stamp("201013011200"), ["data row 101", "month 13"]),
@@ -85,6 +90,8 @@ BAD_FILES = {
     "conflicting-duplicate": (_dup_conflict, ["appears more than once", "1 such timestamp"]),
     "year-typo-future": (_bad_stamp("290906151200"), ["2909-06-15 12:00", "in the future"]),
     "year-typo-past": (_year_typo_past, ["1907-06-15 12:00", "years from the rest"]),
+    "year-typo-near": (_year_typo_near, ["2013-06-15 12:00", "2 years from the rest",
+                                         "2010-01-01 .. 2011-02-04"]),
     "mostly-text-column": (_mostly_text, ["column TA is mostly text", "'n/a'"]),
 }
 
@@ -402,3 +409,10 @@ def test_a_text_cell_late_in_a_long_file_raises_no_python_warning(tmp_path):
         warnings.simplefilter("error")
         _, rep, _ = _table(p)
     assert rep.non_numeric_by_column == {"TA": 1}
+
+
+def test_a_long_gap_between_large_blocks_is_accepted(tmp_path):
+    df = pd.concat([simple_site(days=2 * 365), simple_site(days=2 * 365, start="2015-01-01")])
+    p = write_flux_csv(tmp_path / "gap.csv", df)
+    table, _, _ = _table(p)
+    assert sorted(set(table.index.year)) == [2010, 2011, 2015, 2016]

@@ -30,8 +30,8 @@ MISSING = -9999
 _NA = ["-9999", "-9999.0", "-9999.00", "NA", "NaN", "nan", ""]
 _SEPARATORS = (",", ";", "\t")
 STEPS = (15, 30, 60)  # supported sub-daily steps, minutes
-#: A block of records more than this far from the rest, and small, is a date typo.
-_FAR_GAP_DAYS = 2 * 366
+#: A block of at most _FAR_SMALL_DAYS days, more than a year from the rest, is a date typo.
+_FAR_GAP_DAYS = 366
 _FAR_SMALL_DAYS = 31
 
 
