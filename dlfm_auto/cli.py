@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dlfm_auto._errors import UserError
 from dlfm_auto._io import check_output_file
@@ -82,6 +83,8 @@ def _prepare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.out:
         check_output_file(args.out, "--out")
+        if cfg.path.exists() and Path(args.out).resolve() == cfg.path.resolve():
+            raise UserError(f"--out {args.out} is the data file itself: give another file name")
     # The filter report first: when the split plan fails, it shows what removed the days.
     table, report, src = load_daily(cfg)
     print(f"file: {src.path} ({src.format}, {src.step_minutes}-min, site {src.site or '?'})")

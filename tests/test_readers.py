@@ -416,3 +416,14 @@ def test_a_long_gap_between_large_blocks_is_accepted(tmp_path):
     p = write_flux_csv(tmp_path / "gap.csv", df)
     table, _, _ = _table(p)
     assert sorted(set(table.index.year)) == [2010, 2011, 2015, 2016]
+
+
+def test_outputs_never_replace_the_users_data(tmp_path, capsys, site_file):
+    real = tmp_path / "data.csv"
+    real.write_text(site_file.read_text())
+    assert_refused(capsys, ["demo-data", "--out", str(real)], tmp_path, "not a demo file")
+    assert_refused(capsys, ["prepare", "--data", str(real), "--out", str(real)], tmp_path,
+                   "the data file itself")
+    demo = tmp_path / "demo.csv.gz"
+    assert main(["demo-data", "--out", str(demo), "--years", "3"]) == 0
+    assert main(["demo-data", "--out", str(demo), "--years", "3", "--seed", "2"]) == 0  # a demo
