@@ -82,6 +82,11 @@ def _year_typo_near(head, rows):
     return head, rows
 
 
+def _repeated_used_column(head, rows):
+    head[-1] += ",TA"
+    return head, [r + ",1.0" if r else r for r in rows]
+
+
 BAD_FILES = {
     "hhmm-2400": (_bad_stamp("201001012400"), ["data row 101", "hour 24"]),
     "month-13": (_bad_stamp("201013011200"), ["data row 101", "month 13"]),
@@ -93,6 +98,7 @@ BAD_FILES = {
     "year-typo-near": (_year_typo_near, ["2013-06-15 12:00", "2 years from the rest",
                                          "2010-01-01 .. 2011-02-04"]),
     "mostly-text-column": (_mostly_text, ["column TA is mostly text", "'n/a'"]),
+    "repeated-used-column": (_repeated_used_column, ["column TA appears 2 times"]),
 }
 
 
@@ -196,9 +202,9 @@ def test_format_variants_read_the_same_table(tmp_path, plain, variant):
     p = tmp_path / "v.csv"
     if variant == "bom":
         p.write_bytes(b"\xef\xbb\xbf" + text.encode())
-    elif variant == "latin1-unused-column":
-        head[-1] += ",COMMENT"
-        rows = [r + (",caf\xe9" if r else "") for r in rows]
+    elif variant == "latin1-unused-column":  # and a repeated unused name: harmless
+        head[-1] += ",COMMENT,COMMENT"
+        rows = [r + (",caf\xe9,x" if r else "") for r in rows]
         p.write_bytes("\r\n".join(head + rows).encode("latin-1"))
     elif variant == "comma-space":
         p.write_text("\r\n".join(ln.replace(",", ", ") for ln in head + rows))

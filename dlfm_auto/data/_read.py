@@ -129,9 +129,6 @@ def read_header(path: str | Path) -> FluxHeader:
             f"{p} is not an AmeriFlux/FLUXNET file: no TIMESTAMP_START or TIMESTAMP column "
             f"(header: {shown})"
         )
-    dup = sorted({c for c in cols if cols.count(c) > 1 and c})
-    if dup:
-        raise UserError(f"{p}: column name repeated in the header: {', '.join(dup)}")
     if site is None:  # FLUXNET names: FLX_FR-Pue_..., AMF_US-Tw3_...
         parts = p.name.split("_")
         if len(parts) > 1 and parts[0] in {"FLX", "AMF"}:
@@ -313,6 +310,10 @@ def _read(header: FluxHeader, ts_col: str, wanted: list[str], ts_type: type,
           encoding: str) -> pd.DataFrame:
     cols = list(header.columns)
     names = [ts_col, *wanted]
+    dup = [c for c in names if cols.count(c) > 1]
+    if dup:  # an unused repeated name is harmless; a used one is ambiguous
+        raise UserError(f"{header.path}: column {dup[0]} appears {cols.count(dup[0])} times in "
+                        f"the header: which one is meant?")
     idx = [cols.index(c) for c in names]
     try:
         df = pd.read_csv(
