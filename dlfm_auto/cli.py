@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dlfm_auto._errors import UserError
+from dlfm_auto._io import check_output_file
 
 _VERBS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -39,11 +41,16 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/d
     g.add_argument("--sequence-length", type=int, help="days per input window (L)")
     g.add_argument("--eval-years", type=int, help="held-out last season years (default 3)")
     g.add_argument("--folds", type=int, help="leave-one-year-out folds (default 3)")
-    g.add_argument("--ustar-mode", choices=["na", "drop", "off"])
+    g.add_argument("--ustar-mode", choices=["na", "drop", "drop-record", "off"],
+                   help="drop-record: DLFM's drop (low-USTAR records leave every column)")
     g.add_argument("--ustar-threshold", type=float)
     g.add_argument("--min-count", type=int, help="valid daylight half-hours per input per day")
     g.add_argument("--nee-mode", choices=["daylight", "peak"])
     g.add_argument("--season-start-month", type=int)
+    g.add_argument("--snow-season", choices=["any-record", "dlfm"],
+                   help="season years from D_SNOW: any-record (default) or the DLFM rule")
+    g.add_argument("--dd-qc-min", type=float,
+                   help="FLUXNET daily files: NEE with <target>_QC below this is missing (0.5)")
     g.add_argument("--doy", action="store_true", default=None, help="add day of year as input")
     g.add_argument("--stats-window", type=int, help="add rolling mean/var over N days")
     g.add_argument("--lag-nee", action="store_true", default=None, help="add yesterday's NEE")
@@ -53,7 +60,7 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/d
 _CFG_FIELDS = (
     "data", "target", "sequence_length", "eval_years", "folds", "ustar_mode", "ustar_threshold",
     "min_count", "nee_mode", "season_start_month", "doy", "stats_window", "lag_nee",
-    "min_val_samples",
+    "min_val_samples", "snow_season", "dd_qc_min",
 )
 
 
@@ -74,6 +81,10 @@ def _prepare(args: argparse.Namespace) -> int:
     from dlfm_auto.data import load_daily, prepare
 
     cfg = config_from_args(args)
+    if args.out:
+        check_output_file(args.out, "--out")
+        if cfg.path.exists() and Path(args.out).resolve() == cfg.path.resolve():
+            raise UserError(f"--out {args.out} is the data file itself: give another file name")
     # The filter report first: when the split plan fails, it shows what removed the days.
     table, report, src = load_daily(cfg)
     print(f"file: {src.path} ({src.format}, {src.step_minutes}-min, site {src.site or '?'})")
@@ -103,6 +114,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from dlfm_auto.data import write_demo_site
 
+    check_output_file(args.out, "--out")
     path = write_demo_site(args.out, years=args.years, seed=args.seed)
     print(f"SYNTHETIC demo site ({args.years} years, seed {args.seed}) written to {path}")
     print("it is not real data: use it to try the tool, then pass --data YOUR_FILE")

@@ -25,6 +25,7 @@ DEFAULT_DRIVERS: dict[str, tuple[str, ...]] = {
 }
 
 LIGHT_COLUMNS = ("PPFD_IN", "SW_IN")
+TIMESTAMP_COLUMNS = ("TIMESTAMP_START", "TIMESTAMP_END", "TIMESTAMP")
 USTAR = "USTAR"
 SNOW = "D_SNOW"
 
@@ -41,7 +42,12 @@ def resolve_columns(
     available: tuple[str, ...], target: str | None, columns: tuple[str, ...] | None
 ) -> ColumnChoice:
     """Pick the target and input columns, or fail naming the closest existing names."""
-    avail = [c for c in available if c not in ("TIMESTAMP_START", "TIMESTAMP_END", "TIMESTAMP")]
+    avail = [c for c in available if c not in TIMESTAMP_COLUMNS]
+    stamps = [c for c in (target, *(columns or ())) if c in TIMESTAMP_COLUMNS]
+    if stamps:
+        role = "the target" if stamps[0] == target else "an input"
+        raise UserError(f"{stamps[0]} is a timestamp column, not a measurement: it cannot be "
+                        f"{role} (name a measured column, e.g. {', '.join(avail[:3])})")
     if target is not None:
         if target not in available:
             raise unknown_name_error("target column", target, avail)

@@ -9,6 +9,7 @@ the allowed values, in the manner of scikit-learn's parameter validation.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ class Interval:
     high: float | None
 
     def check(self, value: Any) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # NaN compares False with every bound: never let it through
         if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
             return False
         if self.type is float and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -36,7 +39,7 @@ class Interval:
     def __str__(self) -> str:
         lo = "-inf" if self.low is None else self.low
         hi = "inf" if self.high is None else self.high
-        return f"{self.type.__name__} in [{lo}, {hi}]"
+        return f"a finite {self.type.__name__} in [{lo}, {hi}]"
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,18 @@ class PrepareConfig:
     nee_mode: str = "daylight"  # "daylight" mean, or "peak" (09-11 h) mean
     nee_min_count: int | None = None  # None: 9 (daylight) or 3 (peak), in half-hour units
     ustar_threshold: float = 0.2  # m s-1
-    ustar_mode: str = "na"  # "na": low-USTAR days get missing NEE; "drop": drop records; "off"
+    # "na": low-USTAR days get missing NEE (DLFM default); "drop": low-USTAR records leave the
+    # NEE mean only; "drop-record": they leave every column (DLFM's "drop"); "off"
+    ustar_mode: str = "na"
     interpolate_single_gaps: bool = True
     # season years
     season_from_snow: bool = True  # use D_SNOW when the file has it
     season_start_month: int = 1  # without D_SNOW: season year starts on the 1st of this month
+    # "any-record": a year starts after the last spring day with any D_SNOW > 0 record, a
+    # snow-free spring on 1 January; "dlfm": DLFM's rule on daily daylight means (README)
+    snow_season: str = "any-record"
+    # FLUXNET daily (DD) files: NEE of days whose <target>_QC is below this is missing
+    dd_qc_min: float = 0.5
     # samples
     sequence_length: int = 1
     match_length: int | None = None  # matched mode: the target days valid at this length
@@ -71,6 +81,10 @@ class PrepareConfig:
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars (np.int64(7)) become plain values
+            v = getattr(self, f.name)
+            if type(v).__module__ == "numpy" and hasattr(v, "item"):
+                object.__setattr__(self, f.name, v.item())
         if self.columns is not None and not isinstance(self.columns, tuple):
             object.__setattr__(self, "columns", tuple(self.columns))
         validate(self)
@@ -79,7 +93,7 @@ class PrepareConfig:
     DAILY_FIELDS = (
         "target", "columns", "ppfd_threshold", "sw_threshold", "min_count", "nee_mode",
         "nee_min_count", "ustar_threshold", "ustar_mode", "interpolate_single_gaps",
-        "season_from_snow", "season_start_month",
+        "season_from_snow", "season_start_month", "snow_season", "dd_qc_min",
     )
 
     def daily_key(self) -> tuple:
@@ -89,6 +103,9 @@ class PrepareConfig:
         """JSON-able settings (everything but the data path), for study attributes."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         d.pop("data")
+        for name, default in _ADDED_DEFAULTS.items():
+            if d[name] == default:  # studies made before the field existed stay identical
+                d.pop(name)
         if d["columns"] is not None:
             d["columns"] = list(d["columns"])
         return d
@@ -101,6 +118,10 @@ class PrepareConfig:
         return Path(self.data)
 
 
+#: Fields added after studies were first stored: left out of ``settings()`` at their default,
+#: so an old study's identity (which lacks them) still compares equal.
+_ADDED_DEFAULTS: dict[str, Any] = {"snow_season": "any-record", "dd_qc_min": 0.5}
+
 _CONSTRAINTS: dict[str, Any] = {
     "ppfd_threshold": Interval(float, 0, None),
     "sw_threshold": Interval(float, 0, None),
@@ -108,8 +129,10 @@ _CONSTRAINTS: dict[str, Any] = {
     "nee_mode": {"daylight", "peak"},
     "nee_min_count": [None, Interval(int, 1, 48)],
     "ustar_threshold": Interval(float, 0, None),
-    "ustar_mode": {"na", "drop", "off"},
+    "ustar_mode": {"na", "drop", "drop-record", "off"},
     "season_start_month": Interval(int, 1, 12),
+    "snow_season": {"any-record", "dlfm"},
+    "dd_qc_min": Interval(float, 0, 1),
     "sequence_length": Interval(int, 1, 366),
     "match_length": [None, Interval(int, 1, 366)],
     "stats_window": Interval(int, 0, 366),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +37,9 @@ class SourceInfo:
     target_source: str
     inputs: tuple[str, ...]
     inputs_source: str
+    #: Units of the target as the samples hold it: daylight means of a sub-daily flux, or a
+    #: FLUXNET DD file's 24-h gap-filled daily sum. Reports label their NEE axes with it.
+    target_units: str = "µmol m-2 s-1"
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -178,14 +180,16 @@ def plan_years(ds: Dataset) -> None:
 def drop_constant(
     features: np.ndarray, names: tuple[str, ...]
 ) -> tuple[np.ndarray, tuple[str, ...], list[str]]:
-    """Drop features constant over the record (with a warning); the DLFM code made them NaN."""
+    """Drop features constant over the record (with a note); the DLFM code made them NaN.
+
+    The note goes to the Dataset's messages (printed by ``prepare``), never to ``warnings``.
+    """
     keep, msgs = [], []
     for j, name in enumerate(names):
         col = features[:, j]
         col = col[np.isfinite(col)]
         if len(col) and np.ptp(col) == 0:
             msg = f"input {name} is constant ({col[0]:g}) over the whole record: dropped"
-            warnings.warn(msg, UserWarning, stacklevel=3)
             msgs.append(msg)
         else:
             keep.append(j)

@@ -217,6 +217,26 @@ def _base_bytes(frame: pd.DataFrame, seed: int) -> bytes:
     return head.encode("ascii") + body
 
 
+_DEMO_MARK = b"# Site: DEMO-SYNTHETIC"
+
+
+def _refuse_non_demo(path: Path) -> None:
+    """Never replace a real file (data/data.csv is where DLFM users keep their own data)."""
+    if not path.is_file():
+        return
+    try:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rb") as f:
+            first = f.read(len(_DEMO_MARK))
+    except (OSError, EOFError):
+        first = b""
+    if first != _DEMO_MARK:
+        from dlfm_auto._errors import UserError
+
+        raise UserError(f"{path} exists and is not a demo file: not replacing it (pass another "
+                        f"--out, or move it away)")
+
+
 def write_demo_site(path: str | os.PathLike, years: int = 6, seed: int = 0,
                     start_year: int = 2015) -> Path:
     """Write the synthetic site as an AmeriFlux BASE file, atomically; gzip if ``path`` ends in .gz.
@@ -228,6 +248,7 @@ def write_demo_site(path: str | os.PathLike, years: int = 6, seed: int = 0,
         from dlfm_auto._errors import UserError
 
         raise UserError(f"invalid years={years}: must be >= 1")
+    _refuse_non_demo(Path(path))
     data = _base_bytes(simulate(years, seed, start_year).halfhourly, seed)
     if str(path).endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)

@@ -21,13 +21,15 @@ from dlfm_auto._errors import UserError
 from dlfm_auto._io import atomic_write_bytes
 from dlfm_auto.data._columns import LIGHT_COLUMNS, SNOW, USTAR, ColumnChoice, resolve_columns
 from dlfm_auto.data._config import PrepareConfig
-from dlfm_auto.data._daily import aggregate_daily
+from dlfm_auto.data._daily import aggregate_daily, dd_qc_column
 from dlfm_auto.data._dataset import Dataset, SourceInfo, drop_constant, plan_years
 from dlfm_auto.data._read import file_sha256, read_header, read_records
 from dlfm_auto.data._windows import build_calendar, longest_valid_run, valid_targets, windows
 
 _CACHE_VERSION = 1
-_CODE_FILES = ("_read.py", "_columns.py", "_daily.py", "_prepare.py", "_config.py")
+#: What the daily target holds: a daylight mean of a half-hourly flux, or FLUXNET DD's daily sum.
+TARGET_UNITS = {"sub-daily": "µmol m-2 s-1", "daily": "gC m-2 d-1"}
+_CODE_FILES = ("_read.py", "_ranges.py", "_columns.py", "_daily.py", "_prepare.py", "_config.py")
 _CODE_HASH: list[str] = []
 
 
@@ -111,6 +113,8 @@ def load_daily(cfg: PrepareConfig) -> tuple:
         extra.append(SNOW)
     if header.format == "daily":
         extra = [c for c in extra if c == USTAR]
+        if dd_qc_column(choice.target) in header.columns:
+            extra.append(dd_qc_column(choice.target))
     rec = read_records(header, [*choice.inputs, choice.target, *extra])
     choice, notes = drop_sparse_defaults(rec, choice)
     table, report = aggregate_daily(rec, choice, cfg)
@@ -120,6 +124,7 @@ def load_daily(cfg: PrepareConfig) -> tuple:
         site=header.site, format=header.format, step_minutes=rec.step_minutes,
         target=choice.target, target_source=choice.target_source,
         inputs=choice.inputs, inputs_source=choice.inputs_source,
+        target_units=TARGET_UNITS[header.format],
     )
     if disk_file is not None:
         try:

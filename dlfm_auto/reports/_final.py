@@ -92,7 +92,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
     figs = _figures(ctx, split, preds, obs, results)
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
-        _write_pngs(tmp, split, preds, obs, results)
+        _write_pngs(tmp, split, preds, obs, results, ylabel=nee_label(ctx))
         cols = ["model", "split", "r2", "mse", "rmse", "bias", "nse", "n"]
         ens = [r for r in rows if r["model"] == "ensemble mean"]
         summary = (
@@ -133,7 +133,7 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
                    marker={"size": 4, "color": "black"}),
     ])
     ts.update_layout(title="Held-out years: observed vs predicted daily daylight NEE",
-                     yaxis_title="NEE (µmol m⁻² s⁻¹)")
+                     yaxis_title=nee_label(ctx))
     lim = [float(min(obs["eval"].min(), ens.min())), float(max(obs["eval"].max(), ens.max()))]
     sc = go.Figure([go.Scatter(x=obs["eval"], y=ens, mode="markers", name="held-out",
                                marker={"size": 4}),
@@ -157,7 +157,15 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
     return figs
 
 
-def _write_pngs(folder: Path, split, preds, obs, results) -> None:
+def nee_label(ctx: StudyContext) -> str:
+    """The target's axis label in the units its samples hold (``SourceInfo.target_units``)."""
+    from dlfm_auto.data import load_daily
+
+    return f"NEE ({load_daily(ctx.spec.prep)[2].target_units})"
+
+
+def _write_pngs(folder: Path, split, preds, obs, results,
+                ylabel: str = "NEE (µmol m-2 s-1)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +178,7 @@ def _write_pngs(folder: Path, split, preds, obs, results) -> None:
                     label="ensemble range", step="mid")
     ax.plot(days, ens, lw=1, label="ensemble mean")
     ax.plot(days, obs["eval"], "k.", ms=2, label="observed")
-    ax.set_ylabel("NEE (µmol m$^{-2}$ s$^{-1}$)")
+    ax.set_ylabel(ylabel)
     ax.set_title("Held-out years: observed vs predicted")
     ax.legend(loc="best")
     fig.tight_layout()
