@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.data import Split
+from dlfm_auto.training import _baselines as baselines
 from dlfm_auto.training._result import CVResult, FoldResult, check_split, r2_mse
 from dlfm_auto.training._torch import epoch_budget, predict_torch, resolve_device, train_torch
 from dlfm_auto.training._trees import train_tree
@@ -135,6 +136,7 @@ def predict(family: Any, model: Any, X: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "CVResult",
+    "baselines",
     "FoldResult",
     "check_split",
     "cross_validate",
