@@ -68,7 +68,7 @@ def make_pruner(spec: StudySpec, stride: int, n_folds: int) -> optuna.pruners.Ba
 
 def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: Any) -> StudySpec:
     """A spec for a new run: resolves defaults and reads the data once (errors surface here)."""
-    fam = get_family(family)
+    get_family(family)  # an unknown name fails here, before the data is read
     sampler = kw.get("sampler", "tpe")
     if kw.get("pruner") == "wilcoxon" and prep.folds < WILCOXON_MIN_FOLDS:
         # A one-sided signed-rank test over k folds has smallest p-value 2^-k: below the 0.1
