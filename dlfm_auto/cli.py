@@ -46,7 +46,10 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/d
     g.add_argument("--season-start-month", type=int)
     g.add_argument("--doy", action="store_true", default=None, help="add day of year as input")
     g.add_argument("--stats-window", type=int, help="add rolling mean/var over N days")
-    g.add_argument("--lag-nee", action="store_true", default=None, help="add yesterday's NEE")
+    g.add_argument("--lag-nee", action="store_true", default=None,
+                   help="nowcasting: feed yesterday's observed NEE as an input (the model "
+                        "then needs measured NEE up to the day before; not a forecast from "
+                        "weather alone). Adds the persistence baseline")
     g.add_argument("--min-val-samples", type=int, help="minimum samples in a fold's year")
 
 

@@ -73,9 +73,17 @@ def test_memory_report_finds_the_planted_memory(demo):
     r2 = {(r["sequence_length"], r["split"]): r for r in m["rows"]}
     for r in m["rows"]:
         assert {"sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "mse_mean",
-                "n_models"} <= set(r) and r["n_models"] == 2
+                "anom_r2_mean", "anom_r2_ci_low", "n_models"} <= set(r) and r["n_models"] == 2
+        assert r["r2_ci_low"] <= r["r2_mean"] <= r["r2_ci_high"]
+    assert {s for _, s in r2} == {"cv", "eval"}  # the curve on CV folds, held-out beside
+    assert r2[(30, "cv")]["r2_mean"] > r2[(1, "cv")]["r2_mean"] + 0.1
+    assert r2[(30, "cv")]["anom_r2_mean"] > r2[(1, "cv")]["anom_r2_mean"] + 0.1
     assert r2[(30, "eval")]["r2_mean"] > r2[(1, "eval")]["r2_mean"] + 0.1
-    assert r2[(1, "eval")]["n_samples"] == r2[(30, "eval")]["n_samples"]  # matched days
+    for part in ("cv", "eval"):  # matched days: every L on the same target days and years
+        assert r2[(1, part)]["n_samples"] == r2[(30, part)]["n_samples"]
+        assert r2[(1, part)]["years"] == r2[(30, part)]["years"]
+    assert sum(m["days_per_month"]["heldout"].values()) == r2[(1, "eval")]["n_samples"]
+    assert set(m["baselines"]["cv"]) >= {"climatology", "linear"}
     # the units are stored: a second run trains nothing and gives the same rows
     study = optuna.load_study(study_name=m["study"], storage=open_storage(demo["url"]))
     n_before = len(study.trials)
@@ -187,3 +195,14 @@ def test_final_random_forest_keeps_its_trees(demo):
     assert set(ctx.best.user_attrs["best_epochs"]) == {0} and final_budget(ctx) is None
     _, results = train_final_models(ctx, 1)
     assert len(results[0].model.estimator.estimators_) == 100
+
+
+def test_memory_intervals_hold_sampling_not_only_seed_spread():
+    from dlfm_auto.reports._memory import bootstrap_ci
+
+    same_seeds = [[0.5, 0.7, 0.9], [0.5, 0.7, 0.9]]  # no seed spread, years differ
+    m, lo, hi = bootstrap_ci(same_seeds)
+    assert m == pytest.approx(0.7) and lo < 0.65 and hi > 0.75
+    assert bootstrap_ci(same_seeds) == (m, lo, hi)  # seeded: a re-run gives the same rows
+    m, lo, hi = bootstrap_ci([[0.7, 0.7, 0.7]])
+    assert lo == hi == pytest.approx(0.7)
