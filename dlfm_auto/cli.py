@@ -51,11 +51,15 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/d
                         "then needs measured NEE up to the day before; not a forecast from "
                         "weather alone). Adds the persistence baseline")
     g.add_argument("--min-val-samples", type=int, help="minimum samples in a fold's year")
+    g.add_argument("--window-gap-days", type=int,
+                   help="inside a window, interpolate driver gaps of up to N missing days "
+                        "(default 3; the target day is always a measured day; 0: DLFM)")
 
 
 _CFG_FIELDS = (
     "data", "target", "sequence_length", "eval_years", "folds", "ustar_mode", "ustar_threshold",
     "min_count", "nee_mode", "season_start_month", "doy", "stats_window", "lag_nee",
+    "window_gap_days",
     "min_val_samples",
 )
 

@@ -106,7 +106,8 @@ def test_sequence_length_the_data_cannot_support(tmp_path):
     df.loc[day.isin(day.unique()[::40]) | day.isin(day.unique()[1::40]), "TA"] = np.nan
     p = write_flux_csv(tmp_path / "gappy.csv", df)  # a 2-day driver gap every 40 days
     with pytest.raises(UserError, match="sequence_length=60 leaves no samples.*38 days"):
-        prepare(PrepareConfig(data=str(p), target="NEE", columns=("TA",), sequence_length=60))
+        prepare(PrepareConfig(data=str(p), target="NEE", columns=("TA",), sequence_length=60,
+                              window_gap_days=0))  # DLFM rule: no gap inside a window
 
 
 @needs_shared

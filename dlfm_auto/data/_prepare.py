@@ -24,7 +24,13 @@ from dlfm_auto.data._config import PrepareConfig
 from dlfm_auto.data._daily import aggregate_daily
 from dlfm_auto.data._dataset import Dataset, SourceInfo, drop_constant, plan_years
 from dlfm_auto.data._read import file_sha256, read_header, read_records
-from dlfm_auto.data._windows import build_calendar, longest_valid_run, valid_targets, windows
+from dlfm_auto.data._windows import (
+    build_calendar,
+    fill_short_gaps,
+    longest_valid_run,
+    valid_targets,
+    windows,
+)
 
 _CACHE_VERSION = 1
 _CODE_FILES = ("_read.py", "_columns.py", "_daily.py", "_prepare.py", "_config.py")
@@ -162,7 +168,9 @@ def prepare(cfg: PrepareConfig) -> Dataset:
     feats, names, msgs = drop_constant(cal.features, cal.feature_names)
     cal = dataclasses.replace(cal, features=feats, feature_names=names)
     L = cfg.sequence_length
-    targets = valid_targets(cal, max(L, cfg.match_length or L))
+    measured = np.isfinite(cal.features).all(axis=1)
+    cal = fill_short_gaps(cal, cfg.window_gap_days)
+    targets = valid_targets(cal, max(L, cfg.match_length or L), measured)
     if not targets.any():
         run = longest_valid_run(cal)
         raise UserError(
