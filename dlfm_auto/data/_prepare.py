@@ -177,6 +177,10 @@ def prepare(cfg: PrepareConfig) -> Dataset:
             f"sequence_length={max(L, cfg.match_length or L)} leaves no samples: the longest "
             f"run of consecutive days with every input is {run} days"
         )
+    filled = int((~measured & np.isfinite(cal.features).all(axis=1)).sum())
+    if filled:
+        msgs.append(f"window_gap_days={cfg.window_gap_days}: drivers of {filled} missing days "
+                    "interpolated inside windows (never targets; NEE never interpolated)")
     X = windows(cal, L, targets)
     ds = Dataset(
         config=cfg, source=source, table=table, report=report, X=X,
