@@ -53,13 +53,20 @@ def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/d
                    help="FLUXNET daily files: NEE with <target>_QC below this is missing (0.5)")
     g.add_argument("--doy", action="store_true", default=None, help="add day of year as input")
     g.add_argument("--stats-window", type=int, help="add rolling mean/var over N days")
-    g.add_argument("--lag-nee", action="store_true", default=None, help="add yesterday's NEE")
+    g.add_argument("--lag-nee", action="store_true", default=None,
+                   help="nowcasting: feed yesterday's observed NEE as an input (the model "
+                        "then needs measured NEE up to the day before; not a forecast from "
+                        "weather alone). Adds the persistence baseline")
     g.add_argument("--min-val-samples", type=int, help="minimum samples in a fold's year")
+    g.add_argument("--window-gap-days", type=int,
+                   help="inside a window, interpolate driver gaps of up to N missing days "
+                        "(default 3; the target day is always a measured day; 0: DLFM)")
 
 
 _CFG_FIELDS = (
     "data", "target", "sequence_length", "eval_years", "folds", "ustar_mode", "ustar_threshold",
     "min_count", "nee_mode", "season_start_month", "doy", "stats_window", "lag_nee",
+    "window_gap_days",
     "min_val_samples", "snow_season", "dd_qc_min",
 )
 

@@ -61,7 +61,8 @@ def site(tmp_path_factory):
     url = f"sqlite:///{d}/s.db"
     common = ["--data", str(data), "--target", "NEE", "--columns", "TA", "PPFD_IN",
               "--folds", "2", "--n-trials", "1", "--max-epochs", "2", "--storage", url, "--quiet"]
-    assert main(["run-study", "ann", "--eval-years", "1", "--study-name", "tiny", *common]) == 0
+    assert main(["run-study", "ann", "--eval-years", "1", "--study-name", "tiny",
+                 "--sequence-length", "1", *common]) == 0
     assert main(["run-study", "ann", "--eval-years", "0", "--study-name", "noeval", *common]) == 0
     victim = d / "victim"
     victim.mkdir()
@@ -122,10 +123,11 @@ def test_a_symlinked_study_folder_is_refused(site, tmp_path, capsys):
 
 def _bad_option_cases() -> list:
     return [
-        (["report", "final", "tiny", "--num-models", "0"], "invalid num_models=0: must be int"),
+        (["report", "final", "tiny", "--num-models", "0"],
+         "invalid num_models=0: must be a finite int in [1, 100]"),
         (["report", "final", "tiny", "--num-models", "-1"], "invalid num_models=-1"),
         (["report", "memory", "ann", "--data", "{data}", "--sequence-lengths", ""],
-         "invalid sequence_lengths=[]: must be a non-empty list of int in [1, 366]"),
+         "invalid sequence_lengths=[]: must be a non-empty list of a finite int in [1, 366]"),
         (["report", "memory", "ann", "--data", "{data}", "--sequence-lengths", "0,1"],
          "invalid sequence_lengths=[0, 1]"),
         (["report", "memory", "ann", "--data", "{data}", "--num-models", "0"],

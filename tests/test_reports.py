@@ -75,9 +75,17 @@ def test_memory_report_finds_the_planted_memory(demo):
     r2 = {(r["sequence_length"], r["split"]): r for r in m["rows"]}
     for r in m["rows"]:
         assert {"sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "mse_mean",
-                "n_models"} <= set(r) and r["n_models"] == 2
+                "anom_r2_mean", "anom_r2_ci_low", "n_models"} <= set(r) and r["n_models"] == 2
+        assert r["r2_ci_low"] <= r["r2_mean"] <= r["r2_ci_high"]
+    assert {s for _, s in r2} == {"cv", "eval"}  # the curve on CV folds, held-out beside
+    assert r2[(30, "cv")]["r2_mean"] > r2[(1, "cv")]["r2_mean"] + 0.1
+    assert r2[(30, "cv")]["anom_r2_mean"] > r2[(1, "cv")]["anom_r2_mean"] + 0.1
     assert r2[(30, "eval")]["r2_mean"] > r2[(1, "eval")]["r2_mean"] + 0.1
-    assert r2[(1, "eval")]["n_samples"] == r2[(30, "eval")]["n_samples"]  # matched days
+    for part in ("cv", "eval"):  # matched days: every L on the same target days and years
+        assert r2[(1, part)]["n_samples"] == r2[(30, part)]["n_samples"]
+        assert r2[(1, part)]["years"] == r2[(30, part)]["years"]
+    assert sum(m["days_per_month"]["heldout"].values()) == r2[(1, "eval")]["n_samples"]
+    assert set(m["baselines"]["cv"]) >= {"climatology", "linear"}
     # the units are stored: a second run trains nothing and gives the same rows
     study = optuna.load_study(study_name=m["study"], storage=open_storage(demo["url"]))
     n_before = len(study.trials)
@@ -89,7 +97,7 @@ def test_memory_report_finds_the_planted_memory(demo):
 def test_variables_report_rain_matters_at_long_lags(demo):
     dest = variables_report(demo["url"], "lstm-demo", out_root=demo["dir"] / "var")
     m = json.loads((dest / "metrics.json").read_text())
-    assert (dest / "heatmap.png").exists() and m["measure"] == "grad_var"
+    assert (dest / "heatmap.png").exists() and m["measure"] == "grad_mean_abs"
 
     def share(driver, lags):
         rows = [r for r in m["rows"] if r["driver"] == driver]
@@ -141,3 +149,62 @@ def test_variables_report_for_a_tree_model_uses_permutation_importance(demo):
 
     assert total("PPFD_IN", lambda g: g == 0) > 0.1  # shuffling today's light hurts
     assert total("P", lambda g: g >= 1) > total("P", lambda g: g == 0)  # rain acts with delay
+
+
+def test_variables_rank_a_strong_linear_driver_first():
+    """3·x0 + 0.2·x1²: constant gradient (variance 0) for x0, yet it matters most."""
+    import torch
+
+    from dlfm_auto.reports._variables import ranking_measure, torch_sensitivity
+
+    class F(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))  # the sensitivity code needs a device
+
+        def forward(self, x):
+            return 3 * x[:, -1, 0] + 0.2 * x[:, -1, 1] ** 2 + self.w
+
+    X = np.random.default_rng(0).normal(size=(2000, 1, 2)).astype(np.float32)
+    m = torch_sensitivity(F(), X)
+    key = ranking_measure(m)
+    assert m[key][0, 0] > m[key][0, 1] and m["ig_mean_abs"][0, 0] > m["ig_mean_abs"][0, 1]
+    assert m["grad_var"][0, 0] < m["grad_var"][0, 1]  # what DLFM's measure would have ranked
+
+
+def test_learning_curve_panels_keep_epoch_off_the_series():
+    from dlfm_auto.reports._final import curve_panels
+
+    x, (loss, r2) = curve_panels({"epoch": [0, 2, 4], "train_loss": [3, 2, 1],
+                                  "val_r2": [0.1, 0.2, 0.3], "inner_r2": [0.1, 0.3, 0.2]})
+    assert x == [0, 2, 4] and set(loss) == {"train_loss"} and set(r2) == {"val_r2", "inner_r2"}
+    x, (loss, r2) = curve_panels({"val_r2": [0.5, 0.6]})  # XGBoost: rounds, no epoch key
+    assert x == [0, 1] and not loss
+
+
+def test_final_random_forest_keeps_its_trees(demo):
+    from dlfm_auto.reports._final import final_budget, train_final_models
+    from dlfm_auto.reports._load import study_context
+
+    url = demo["url"]
+    prep = demo["prep"].replace(sequence_length=7)
+    spec = build_spec("random_forest", prep, length_given=True, n_trials=1, pruner="none")
+    study = create_or_resume(url, "rf-trees", spec)
+    study.enqueue_trial({"feed": "stats", "n_estimators": 100, "max_depth": 5,
+                         "min_samples_leaf": 2, "max_features": 1.0})
+    work(WorkerOptions(url, "rf-trees"))
+    ctx = study_context(url, "rf-trees")
+    assert set(ctx.best.user_attrs["best_epochs"]) == {0} and final_budget(ctx) is None
+    _, results = train_final_models(ctx, 1)
+    assert len(results[0].model.estimator.estimators_) == 100
+
+
+def test_memory_intervals_hold_sampling_not_only_seed_spread():
+    from dlfm_auto.reports._memory import bootstrap_ci
+
+    same_seeds = [[0.5, 0.7, 0.9], [0.5, 0.7, 0.9]]  # no seed spread, years differ
+    m, lo, hi = bootstrap_ci(same_seeds)
+    assert m == pytest.approx(0.7) and lo < 0.65 and hi > 0.75
+    assert bootstrap_ci(same_seeds) == (m, lo, hi)  # seeded: a re-run gives the same rows
+    m, lo, hi = bootstrap_ci([[0.7, 0.7, 0.7]])
+    assert lo == hi == pytest.approx(0.7)

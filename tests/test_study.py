@@ -173,6 +173,14 @@ def test_cli_run_study_studies_best(tmp_path, small_site, capsys):
 
     best = json.loads(capsys.readouterr().out)
     assert best["counts"]["complete"] == 2 and "lr" in " ".join(best["params"])
+    # issue 10: baselines on the same folds, skill vs climatology, anomaly R²
+    for name in ("climatology", "linear"):
+        assert set(best["baselines"][name]) == {"cv_r2", "cv_mse"}
+    clim = best["baselines"]["climatology"]["cv_mse"]
+    assert best["skill_vs_climatology"] == pytest.approx(1 - best["cv_mse"] / clim)
+    assert best["anomaly_r2"] is not None and best["anomaly_r2"] < best["value"]
+    assert main(["best", "cli", "--storage", url]) == 0
+    assert "skill vs climatology" in capsys.readouterr().out
     assert main(["best", "nope", "--storage", url]) == 2
     # the best trial's fold models were stored as an artifact, loadable without retraining
     from dlfm_auto.study import load_best_models

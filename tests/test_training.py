@@ -18,14 +18,20 @@ QUICK = {"ann": 3, "dynamic_ann": 3, "rnn": 2, "lstm": 2, "xlstm": 1, "xgboost":
          "random_forest": 20}
 
 
-def synthetic_split(n: int = 600, L: int = 5, seed: int = 0) -> Split:
-    """y = 2 x0(today) - x1(3 days ago) + noise: learnable by every family."""
+def synthetic_split(n: int = 600, L: int = 5, seed: int = 0, inner: int = 150) -> Split:
+    """y = 2 x0(today) - x1(3 days ago) + noise: learnable by every family.
+
+    The last ``inner`` training windows are the inner validation part (what chooses epochs).
+    """
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n + 200, L, 2)).astype(np.float32)
     y = (2 * X[:, -1, 0] - X[:, -4, 1] + 0.1 * rng.normal(size=n + 200)).astype(np.float32)
     days = np.arange(n + 200).astype("datetime64[D]")
+    mask = np.zeros(n, dtype=bool)
+    mask[n - inner:] = True
     return Split("val=2000", X[:n], y[:n], X[n:], y[n:],
-                 Normalizer(np.zeros(2), np.ones(2), ("a", "b")), (2000,), days[:n], days[n:])
+                 Normalizer(np.zeros(2), np.ones(2), ("a", "b")), (2000,), days[:n], days[n:],
+                 inner_val=mask if inner else None)
 
 
 def first_point(name: str) -> dict:
@@ -79,8 +85,10 @@ def test_early_stopping_restores_best_epoch():
     p = {**first_point("ann"), "optimizer": "adam", "lr": 0.05}
     res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=200, patience=3)
     assert res.epochs_run < 200
-    assert res.best_epoch == int(np.argmax(res.history["val_r2"]))
-    assert res.r2 == pytest.approx(max(res.history["val_r2"]), abs=1e-4)
+    # chosen on the inner part (training windows); the validation part is only scored
+    assert res.best_epoch == int(np.argmax(res.history["inner_r2"]))
+    assert res.r2 == pytest.approx(res.history["val_r2"][res.best_epoch], abs=1e-4)
+    assert res.n_inner == 150 and res.n_train == 450
 
 
 def test_too_few_samples_and_incompatible_params_are_user_errors():
@@ -98,7 +106,8 @@ def test_sequence_length_the_data_cannot_support(tmp_path):
     df.loc[day.isin(day.unique()[::40]) | day.isin(day.unique()[1::40]), "TA"] = np.nan
     p = write_flux_csv(tmp_path / "gappy.csv", df)  # a 2-day driver gap every 40 days
     with pytest.raises(UserError, match="sequence_length=60 leaves no samples.*38 days"):
-        prepare(PrepareConfig(data=str(p), target="NEE", columns=("TA",), sequence_length=60))
+        prepare(PrepareConfig(data=str(p), target="NEE", columns=("TA",), sequence_length=60,
+                              window_gap_days=0))  # DLFM rule: no gap inside a window
 
 
 @needs_shared
@@ -195,6 +204,7 @@ def test_xgboost_reports_per_chunk_of_rounds_and_stays_picklable():
     assert [s for s, _ in steps][:2] == [XGB_REPORT_EVERY - 1, 2 * XGB_REPORT_EVERY - 1]
     assert steps[-1][0] == res.epochs_run - 1 and all(math.isfinite(r) for _, r in steps)
     assert res.history["val_r2"][res.best_epoch] == pytest.approx(res.r2, abs=1e-3)
+    assert len(res.history["inner_r2"]) == res.epochs_run
     pickle.dumps(res.model)  # the reporter closure is not kept on the estimator
 
     def prune(step, r2):
@@ -218,7 +228,7 @@ def test_cross_validate_reports_global_steps():
     for fold in (calls[:3], calls[3:]):  # best-so-far within a fold: never decreases
         assert all(b[1] >= a[1] for a, b in zip(fold, fold[1:], strict=False))
     assert cv.mean_r2 == pytest.approx(np.mean([f.r2 for f in cv.folds]))
-    assert calls[2][1] == pytest.approx(cv.folds[0].r2, abs=1e-4)
+    assert calls[2][1] == pytest.approx(max(cv.folds[0].history["val_r2"]), abs=1e-4)
     # Family-wide stride: a trial whose own budget is shorter reports at the same steps.
     assert report_stride(get_family("lstm")) == 2200
     rf = cross_validate(get_family("random_forest"), {**first_point("random_forest"),
@@ -235,3 +245,52 @@ def test_diverging_sgd_keeps_the_best_epoch():
     res = train_split(get_family("ann"), p, synthetic_split(), max_epochs=20)
     assert res.epochs_run < 20  # stopped on a non-finite loss
     assert res.best_epoch == 0 or math.isfinite(res.r2)
+
+
+# --- issue 10 item 1: nothing that shapes a fold's model looks at its validation year -------
+
+
+def _garbage(split: Split, seed: int = 9) -> Split:
+    """The same split with its validation targets replaced by noise."""
+    import dataclasses
+
+    rng = np.random.default_rng(seed)
+    return dataclasses.replace(split, y_val=(rng.normal(size=len(split.y_val)) * 50
+                                             ).astype(np.float32))
+
+
+def test_garbage_validation_year_does_not_change_the_chosen_epoch():
+    fam = get_family("ann")
+    p = {**first_point("ann"), "optimizer": "adam", "lr": 0.05}
+    a = train_split(fam, p, synthetic_split(), max_epochs=60, patience=5)
+    b = train_split(fam, p, _garbage(synthetic_split()), max_epochs=60, patience=5)
+    assert a.best_epoch == b.best_epoch and a.epochs_run == b.epochs_run
+    assert a.best_epoch < 59  # early stopping did choose (the test can fail)
+    assert a.history["inner_r2"] == b.history["inner_r2"]
+    assert a.r2 > 0.5 and b.r2 < 0.1  # the scored part is what changed
+
+
+def test_garbage_validation_year_does_not_change_xgboost_rounds():
+    fam = get_family("xgboost")
+    p = {"learning_rate": 0.3, "n_estimators": 2000, "feed": "flatten", "max_depth": 3}
+    a = train_split(fam, p, synthetic_split(), patience=20)
+    b = train_split(fam, p, _garbage(synthetic_split()), patience=20)
+    assert a.best_epoch == b.best_epoch and a.epochs_run == b.epochs_run < 2000
+    assert a.r2 > 0.5 and b.r2 < 0.1
+
+
+def test_without_an_inner_part_nothing_is_chosen():
+    """No inner validation part: the whole budget is trained (no epoch chosen on val)."""
+    res = train_split(get_family("ann"), first_point("ann"), synthetic_split(inner=0),
+                      max_epochs=7, patience=1)
+    assert res.epochs_run == 7 and res.best_epoch == 6 and "inner_r2" not in res.history
+
+
+@needs_shared
+def test_umb_folds_choose_on_an_inner_training_year():
+    ds = prepare(PrepareConfig(data=str(UMB), target="NEE", columns=("TA", "PPFD_IN", "SW_IN"),
+                               sequence_length=7))
+    for s in ds.cv_splits():
+        inner_years = set(s.train_years[s.inner_val].tolist())
+        assert len(inner_years) == 1 and s.val_years[0] not in inner_years
+        assert not set(ds.eval_years) & inner_years

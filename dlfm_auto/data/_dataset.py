@@ -91,7 +91,36 @@ class Dataset:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def _split(self, name: str, train: np.ndarray, val: np.ndarray) -> Split:
+    def inner_mask(self, train: np.ndarray) -> np.ndarray | None:
+        """Inner validation part of a fold's training part: its newest season year.
+
+        Whatever shapes a fold's model (the epoch kept by early stopping, XGBoost's rounds)
+        is chosen on this part, never on the fold's validation year, so the fold's score is an
+        honest estimate. A whole season year, like the outer folds: it spans the full seasonal
+        cycle (a block of days from one season would choose the epoch for that season only),
+        and it is contiguous, so autocorrelation leaks across two year edges at most. The
+        newest year is the one most like the years scored next; a newest year below the
+        fold-size rule (a partial year) gives way to the newest one that meets it. With fewer
+        than two training years, or none that meets the rule, there is no inner part: None,
+        and the trainer then trains the whole budget (nothing is chosen).
+        """
+        years, counts = np.unique(self.season_year[train], return_counts=True)
+        if len(years) < 2:
+            return None
+        need = min_val_samples(self.config, self._rule_length)
+        ok = [y for y, n in zip(years, counts, strict=True) if n >= need]
+        if not ok:
+            return None
+        return (self.season_year == ok[-1])[train]
+
+    @property
+    def _rule_length(self) -> int:
+        """The L the fold-size rule is applied at: the matched length in matched mode, so fold
+        years do not change with L when every L has the same target days."""
+        return max(self.sequence_length, self.config.match_length or 0)
+
+    def _split(self, name: str, train: np.ndarray, val: np.ndarray,
+               inner: bool = False) -> Split:
         Xtr = self.X[train]
         flat = Xtr.reshape(-1, Xtr.shape[-1]).astype(np.float64)
         mean = flat.mean(axis=0)
@@ -110,6 +139,8 @@ class Dataset:
             val_years=vy,
             train_days=self.days[train],
             val_days=self.days[val],
+            inner_val=self.inner_mask(train) if inner else None,
+            train_years=self.season_year[train],
         )
 
     def cv_splits(self, folds: int | None = None) -> list[Split]:
@@ -119,7 +150,7 @@ class Dataset:
         out = []
         for year in self.fold_years[:k]:
             val = self.season_year == year
-            out.append(self._split(f"val={year}", train_mask & ~val, val))
+            out.append(self._split(f"val={year}", train_mask & ~val, val, inner=True))
         return out
 
     def eval_split(self) -> Split:
@@ -157,7 +188,7 @@ def plan_years(ds: Dataset) -> None:
         n_eval = reduced
     ds.eval_years = tuple(years[len(years) - n_eval :]) if n_eval else ()
     train = [y for y in years if y not in ds.eval_years]
-    need = min_val_samples(cfg, ds.sequence_length)
+    need = min_val_samples(cfg, ds._rule_length)
     fold_years = [y for y in reversed(train) if per_year[y] >= need]
     skipped = [y for y in reversed(train) if per_year[y] < need]
     if skipped:

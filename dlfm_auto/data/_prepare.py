@@ -24,7 +24,13 @@ from dlfm_auto.data._config import PrepareConfig
 from dlfm_auto.data._daily import aggregate_daily, dd_qc_column
 from dlfm_auto.data._dataset import Dataset, SourceInfo, drop_constant, plan_years
 from dlfm_auto.data._read import file_sha256, read_header, read_records
-from dlfm_auto.data._windows import build_calendar, longest_valid_run, valid_targets, windows
+from dlfm_auto.data._windows import (
+    build_calendar,
+    fill_short_gaps,
+    longest_valid_run,
+    valid_targets,
+    windows,
+)
 
 _CACHE_VERSION = 1
 #: What the daily target holds: a daylight mean of a half-hourly flux, or FLUXNET DD's daily sum.
@@ -167,13 +173,19 @@ def prepare(cfg: PrepareConfig) -> Dataset:
     feats, names, msgs = drop_constant(cal.features, cal.feature_names)
     cal = dataclasses.replace(cal, features=feats, feature_names=names)
     L = cfg.sequence_length
-    targets = valid_targets(cal, max(L, cfg.match_length or L))
+    measured = np.isfinite(cal.features).all(axis=1)
+    cal = fill_short_gaps(cal, cfg.window_gap_days)
+    targets = valid_targets(cal, max(L, cfg.match_length or L), measured)
     if not targets.any():
         run = longest_valid_run(cal)
         raise UserError(
             f"sequence_length={max(L, cfg.match_length or L)} leaves no samples: the longest "
             f"run of consecutive days with every input is {run} days"
         )
+    filled = int((~measured & np.isfinite(cal.features).all(axis=1)).sum())
+    if filled:
+        msgs.append(f"window_gap_days={cfg.window_gap_days}: drivers of {filled} missing days "
+                    "interpolated inside windows (never targets; NEE never interpolated)")
     X = windows(cal, L, targets)
     ds = Dataset(
         config=cfg, source=source, table=table, report=report, X=X,

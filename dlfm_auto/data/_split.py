@@ -48,6 +48,10 @@ class Split:
     val_years: tuple[int, ...]
     train_days: np.ndarray  # datetime64[D] of each training target day
     val_days: np.ndarray  # datetime64[D] of each validation target day
+    #: Bool mask over the training part: the inner validation windows that choose the epoch /
+    #: boosting rounds (see ``Dataset.inner_mask``); None: nothing inside may choose.
+    inner_val: np.ndarray | None = None
+    train_years: np.ndarray | None = None  # season year of each training target day
 
     @property
     def sequence_length(self) -> int:

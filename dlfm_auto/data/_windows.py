@@ -61,14 +61,50 @@ def build_calendar(
     )
 
 
-def valid_targets(cal: Calendar, length: int) -> np.ndarray:
-    """Boolean (D,): day d ends a complete window of ``length`` days and has NEE."""
+def fill_short_gaps(cal: Calendar, max_gap: int) -> Calendar:
+    """Interpolate each run of at most ``max_gap`` missing driver days between measured days.
+
+    Per column, linearly between the days either side (a window then spans the gap instead
+    of ending the sample). Days at the record's edges, longer runs and ``NEE_lag1`` (NEE is
+    never interpolated) stay missing. Only windows see the filled values: targets must be
+    measured days (see :func:`valid_targets`). Array operations only.
+    """
+    if max_gap <= 0:
+        return cal
+    F = cal.features.copy()
+    idx = np.arange(len(F))
+    for j, name in enumerate(cal.feature_names):
+        if name == "NEE_lag1":
+            continue
+        col = F[:, j]
+        ok = np.isfinite(col)
+        if ok.all() or ok.sum() < 2:
+            continue
+        # length of the missing run each missing day belongs to
+        edges = np.diff(np.r_[0, (~ok).astype(np.int8), 0])
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        run = np.zeros(len(col), dtype=np.int64)
+        inside = (starts > 0) & (ends < len(col))
+        for_len = np.repeat(np.where(inside, ends - starts, 10**9), ends - starts)
+        run[~ok] = for_len
+        fill = ~ok & (run <= max_gap)
+        col[fill] = np.interp(idx[fill], idx[ok], col[ok])
+    return Calendar(cal.days, F, cal.nee, cal.season_year, cal.feature_names)
+
+
+def valid_targets(cal: Calendar, length: int, measured: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Boolean (D,): day d ends a complete window of ``length`` days and has NEE.
+
+    ``measured``: the days whose drivers were measured (not gap-filled); a target must be one.
+    """
     bad = ~np.isfinite(cal.features).all(axis=1)
     c = np.r_[0, np.cumsum(bad)]
     ok = np.zeros(len(bad), dtype=bool)
     if length <= len(bad):
         ok[length - 1 :] = (c[length:] - c[: len(bad) - length + 1]) == 0
-    return ok & np.isfinite(cal.nee)
+    ok &= np.isfinite(cal.nee)
+    return ok if measured is None else ok & measured
 
 
 def windows(cal: Calendar, length: int, targets: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``xgboost``: gradient-boosted trees (DLFM XGBoost), early stopping on the fold's year.
+"""``xgboost``: gradient-boosted trees (DLFM XGBoost), early stopping on an inner training year.
 
 The CPU build (``xgboost-cpu``) is what the package depends on; a GPU user installs the
 ``xgboost`` wheel instead (same ``import xgboost``) and the trainer passes ``device="cuda"``.
@@ -22,7 +22,7 @@ def _space(trial: optuna.Trial) -> dict[str, Any]:
     p = suggest_feed(trial, LENGTHS)
     p.update(
         learning_rate=trial.suggest_float("learning_rate", 5e-3, 0.3, log=True),
-        # A budget: early stopping on the validation year usually ends far sooner.
+        # A budget: early stopping on the fold's inner training year usually ends far sooner.
         n_estimators=trial.suggest_categorical("n_estimators", [500, 2000, 5000]),
         max_depth=trial.suggest_int("max_depth", 2, 10),
         subsample=trial.suggest_float("subsample", 0.5, 1.0),

@@ -49,6 +49,16 @@ def skill(obs: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "nse": nse, "r": r, "n": int(len(obs))}
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def days_per_month(days: np.ndarray) -> dict[str, int]:
+    """Target days per calendar month (reports say which days a score stands on)."""
+    d = np.asarray(days).astype("datetime64[M]").astype(np.int64) % 12
+    counts = np.bincount(d, minlength=12)
+    return {m: int(c) for m, c in zip(MONTHS, counts, strict=True)}
+
+
 def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and a Student-t confidence interval (degenerate for one value)."""
     from scipy import stats

@@ -1,8 +1,11 @@
 """``report final``: retrain the best parameters, evaluate on the held-out years.
 
-The final models train on all training years for a fixed budget, the mean best epoch of the
-best trial's folds (or its boosting rounds), with no early stopping: the held-out years are
-only predicted, never used to choose anything.
+The final models train on all training years for a fixed budget, the mean of the epochs (or
+boosting rounds) the best trial's folds chose on their inner training years, with no early
+stopping: the held-out years are only predicted, never used to choose anything. A random
+forest chooses nothing: it keeps its own number of trees. The samples are the best trial's
+(:func:`~dlfm_auto.study._objective.trial_prep`: matched like its CV), and every skill figure
+stands beside the baselines on the same days (climatology, linear, persistence).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import numpy as np
 from dlfm_auto.data import prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.reports._common import (
+    MONTHS,
     REPORTS_DIR,
+    days_per_month,
     html_page,
     html_table,
     md_table,
@@ -26,11 +31,19 @@ from dlfm_auto.reports._common import (
 )
 from dlfm_auto.reports._load import StudyContext, require_eval_years, study_context
 from dlfm_auto.reports._options import check_options
-from dlfm_auto.training import predict, train_split
+from dlfm_auto.study._objective import skill_summary
+from dlfm_auto.training import baselines, predict, r2_mse, train_split
 
 
-def final_budget(ctx: StudyContext) -> int:
-    """Epochs (or boosting rounds) for the final models, from the CV folds' best epochs."""
+def final_budget(ctx: StudyContext) -> int | None:
+    """Epochs (or boosting rounds) for the final models, from the CV folds' inner choices.
+
+    None for a random forest: its folds chose nothing (``best_epochs`` is 0 there), so its
+    budget is its own ``n_estimators``, capped like in CV by the study's ``max_epochs``.
+    """
+    fam = get_family(ctx.spec.family)
+    if fam.kind == "tree" and fam.name != "xgboost":
+        return ctx.spec.max_epochs
     epochs = ctx.best.user_attrs.get("best_epochs") or [ctx.params.get("epochs", 100)]
     budget = max(1, int(round(float(np.mean(epochs)))) + 1)
     return min(budget, ctx.spec.max_epochs) if ctx.spec.max_epochs else budget
@@ -40,7 +53,7 @@ def train_final_models(ctx: StudyContext, num_models: int, *, device: str | None
                        progress: Any = None) -> tuple[Any, list[Any]]:
     """``num_models`` seeds trained on the training years; returns (split, results)."""
     fam = get_family(ctx.spec.family)
-    ds = prepare(ctx.spec.prep.replace(sequence_length=ctx.sequence_length))
+    ds = prepare(ctx.prep)
     split = ds.eval_split()
     budget = final_budget(ctx)
     results = []
@@ -62,6 +75,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
     dest = report_dir(out_root, study_name, "final")  # safe and writable, before the work
     ctx = require_eval_years(study_context(storage_url, study_name, data))
     fam = get_family(ctx.spec.family)
+    ds = prepare(ctx.prep)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"training {num_models} final models", total=num_models)
         split, results = train_final_models(ctx, num_models, device=device,
@@ -77,9 +91,27 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             rows.append({"model": f"seed {i}", "split": part, **skill(obs[part], p)})
         rows.append({"model": "ensemble mean", "split": part,
                      **skill(obs[part], np.mean(preds[part], axis=0))})
+    ens_eval = np.mean(preds["eval"], axis=0)
+    base = baselines.dataset_baselines(ds)
+    held = base["heldout"] or {}
+    for name, sc in sorted((held.get("baselines") or {}).items()):
+        rows.append({"model": f"baseline: {name}", "split": "eval", "r2": sc["r2"],
+                     "mse": sc["mse"], "rmse": float(np.sqrt(sc["mse"])), "n": len(obs["eval"])})
+    clim_mse = (held.get("baselines") or {}).get("climatology", {}).get("mse")
+    ens_mse = float(np.mean((ens_eval - obs["eval"]) ** 2))
+    heldout_skill = {
+        "skill_vs_climatology": 1 - ens_mse / clim_mse if clim_mse else None,
+        "anomaly_r2": baselines.anomaly_r2(ens_mse, len(obs["eval"]),
+                                           baselines.anomaly_sst(split)),
+    }
+    per_year = _per_year(ds, split, ens_eval, obs["eval"], held)
+    sk = skill_summary(ctx.spec, ctx.best)
     cv = {"cv_r2": ctx.best.value, "cv_r2_sd": ctx.best.user_attrs.get("cv_r2_sd"),
           "fold_r2": ctx.best.user_attrs.get("fold_r2"),
-          "fold_val_years": ctx.best.user_attrs.get("fold_val_years")}
+          "fold_val_years": ctx.best.user_attrs.get("fold_val_years"),
+          "cv_baselines": sk["baselines"], "cv_skill_vs_climatology": sk["skill_vs_climatology"],
+          "cv_anomaly_r2": sk["anomaly_r2"]}
+    cv_days = np.concatenate([s.val_days for s in ds.cv_splits()])
     metrics = {
         "study": study_name, "family": ctx.spec.family, "site": ctx.spec.site,
         "data_file": ctx.spec.data_name, "target": ctx.spec.target,
@@ -87,7 +119,10 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         "params": ctx.params, "sequence_length": ctx.sequence_length,
         "epochs_budget": final_budget(ctx), "num_models": num_models,
         "eval_years": list(split.val_years), "n_train": len(split.y_train),
-        "n_eval": len(split.y_val), **cv, "rows": rows,
+        "n_eval": len(split.y_val), **cv, "rows": rows, "heldout": heldout_skill,
+        "per_year": per_year, "match_length": ds.config.match_length,
+        "days_per_month": {"cv_validation": days_per_month(cv_days),
+                           "heldout": days_per_month(split.val_days)},
     }
     figs = _figures(ctx, split, preds, obs, results)
     with report_folder(dest) as tmp:
@@ -95,26 +130,78 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         _write_pngs(tmp, split, preds, obs, results, ylabel=nee_label(ctx))
         cols = ["model", "split", "r2", "mse", "rmse", "bias", "nse", "n"]
         ens = [r for r in rows if r["model"] == "ensemble mean"]
+        budget = final_budget(ctx)
         summary = (
             f"Best trial #{ctx.best.number} of study `{study_name}` ({ctx.spec.family}, "
-            f"{ctx.spec.data_name}, target {ctx.spec.target}); CV R² {ctx.best.value:.4f}. "
-            f"{num_models} models retrained on the training years for {final_budget(ctx)} "
-            f"epochs; held-out years {', '.join(map(str, split.val_years))} were never used "
-            f"for tuning. Ensemble held-out R² {ens[1]['r2']:.4f}, RMSE {ens[1]['rmse']:.4f}."
+            f"{ctx.spec.data_name}, target {ctx.spec.target}); CV R² {ctx.best.value:.4f} "
+            f"(climatology {_f(sk['baselines'].get('climatology', {}).get('cv_r2'))}, linear "
+            f"{_f(sk['baselines'].get('linear', {}).get('cv_r2'))} on the same folds; skill vs "
+            f"climatology {_f(sk['skill_vs_climatology'])}, anomaly R² {_f(sk['anomaly_r2'])}). "
+            f"{num_models} models retrained on the training years for "
+            + (f"{budget} epochs/rounds (the folds' inner choices)" if budget else
+               "their full number of trees")
+            + f"; held-out years {', '.join(map(str, split.val_years))} were never used "
+            f"for tuning. Ensemble held-out R² {ens[1]['r2']:.4f}, RMSE {ens[1]['rmse']:.4f}; "
+            f"climatology {_f((held.get('baselines') or {}).get('climatology', {}).get('r2'))}; "
+            f"skill vs climatology {_f(heldout_skill['skill_vs_climatology'])}, anomaly R² "
+            f"{_f(heldout_skill['anomaly_r2'])}. {len(split.y_val)} held-out and "
+            f"{len(cv_days)} CV validation days (per month below)."
         )
+        ycols = ["year", "n", "model_r2", "model_mse", *[c for c in per_year[0] if
+                 c.startswith(("climatology", "linear", "persistence"))]] if per_year else []
+        months = [{"days": k, **v} for k, v in metrics["days_per_month"].items()]
+        mcols = ["days", *MONTHS]
         md = [f"# Final report: {study_name}", "", summary, "",
               "## Parameters", "", md_table([{"param": k, "value": str(v)}
                                              for k, v in sorted(ctx.params.items())],
                                             ["param", "value"]), "",
               "## Skill", "", md_table(rows, cols), "",
+              "## Held-out years beside the baselines", "", md_table(per_year, ycols), "",
+              "## Days used per month", "", md_table(months, mcols), "",
               "![observed vs predicted](timeseries.png)", "", "![scatter](scatter.png)", "",
               "![learning curves](learning_curves.png)", ""]
         (tmp / "report.md").write_text("\n".join(md))
         (tmp / "index.html").write_text(html_page(
             f"Final report: {study_name}",
-            [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols))], figs))
+            [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols)),
+             ("Held-out years beside the baselines", html_table(per_year, ycols)),
+             ("Days used per month", html_table(months, mcols))], figs))
     _attach_to_dashboard(ctx, figs[0], summary)
     return dest
+
+
+def curve_panels(history: dict[str, list[float]] | None
+                 ) -> tuple[list[float], tuple[dict[str, list[float]], dict[str, list[float]]]]:
+    """x (the epochs evaluated) and the two panels of a learning curve: losses, then R².
+
+    ``epoch`` is the x axis, never a series; each quantity goes on the axis of its unit.
+    """
+    h = dict(history or {})
+    n = max((len(v) for v in h.values()), default=0)
+    x = list(h.pop("epoch", range(n)))
+    losses = {k: v for k, v in h.items() if k.endswith("loss")}
+    r2 = {k: v for k, v in h.items() if k.endswith("r2")}
+    return x, (losses, r2)
+
+
+def _f(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) and np.isfinite(v) else "n/a"
+
+
+def _per_year(ds: Any, split: Any, ens: np.ndarray, obs: np.ndarray, held: dict
+              ) -> list[dict[str, Any]]:
+    """Ensemble and baselines per held-out season year (the skill table's second part)."""
+    sy = ds.season_year[np.isin(ds.season_year, ds.eval_years)]
+    out = []
+    for y in ds.eval_years:
+        m = sy == y
+        r2, mse = r2_mse(obs[m], ens[m])
+        row: dict[str, Any] = {"year": int(y), "n": int(m.sum()), "model_r2": r2,
+                               "model_mse": mse}
+        for name, sc in sorted(((held.get("per_year") or {}).get(str(y)) or {}).items()):
+            row[f"{name}_r2"], row[f"{name}_mse"] = sc["r2"], sc["mse"]
+        out.append(row)
+    return out
 
 
 def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
@@ -141,11 +228,20 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
                                line={"dash": "dash", "color": "gray"})])
     sc.update_layout(title="Held-out: ensemble mean vs observed", xaxis_title="observed",
                      yaxis_title="predicted")
-    lc = go.Figure()
+    from plotly.subplots import make_subplots
+
+    lc = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     for i, r in enumerate(results):
-        for key, values in (r.history or {}).items():
-            lc.add_trace(go.Scatter(y=values, name=f"seed {i} {key}", mode="lines"))
-    lc.update_layout(title="Learning curves of the final models", xaxis_title="epoch")
+        x, panels = curve_panels(r.history)
+        for row, panel in enumerate(panels, start=1):
+            for key, values in panel.items():
+                lc.add_trace(go.Scatter(x=x, y=values, name=f"seed {i} {key}", mode="lines"),
+                             row=row, col=1)
+    lc.update_yaxes(title_text="training loss (MSE)", row=1, col=1)
+    lc.update_yaxes(title_text="R²", row=2, col=1)
+    lc.update_xaxes(title_text="epoch / boosting round", row=2, col=1)
+    lc.update_layout(title="Learning curves of the final models (held-out R² is drawn, "
+                           "never used to choose)")
     figs = [ts, sc, lc]
     study = ctx.study
     for make in (ov.plot_optimization_history, ov.plot_param_importances,
@@ -193,14 +289,19 @@ def _write_pngs(folder: Path, split, preds, obs, results,
     fig.tight_layout()
     fig.savefig(folder / "scatter.png", dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for i, r in enumerate(results):
-        for key, values in (r.history or {}).items():
-            ax.plot(values, lw=1, label=f"seed {i} {key}")
-    ax.set_xlabel("epoch")
-    ax.set_title("Learning curves")
-    if ax.lines:
-        ax.legend(fontsize=7)
+        x, panels = curve_panels(r.history)
+        for ax, panel in zip(axes, panels, strict=True):
+            for key, values in panel.items():
+                ax.plot(x, values, lw=1, label=f"seed {i} {key}")
+    axes[0].set_ylabel("training loss (MSE)")
+    axes[1].set_ylabel("R²")
+    axes[1].set_xlabel("epoch / boosting round")
+    axes[0].set_title("Learning curves")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "learning_curves.png", dpi=110)
     plt.close(fig)

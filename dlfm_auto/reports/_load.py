@@ -23,6 +23,13 @@ class StudyContext:
     params: dict[str, Any]  # model params of the best trial (no sequence_length)
     sequence_length: int
 
+    @property
+    def prep(self) -> Any:
+        """The best trial's data settings: the same target days as its CV (matched mode)."""
+        from dlfm_auto.study._objective import trial_prep
+
+        return trial_prep(self.spec, self.sequence_length)
+
 
 def load_study(storage_url: str, name: str) -> optuna.Study:
     storage = open_storage(storage_url, heartbeat=False, must_exist=True)

@@ -4,6 +4,15 @@ Every length uses exactly the target days valid at the longest length (matched m
 change in skill comes from memory, not from a change of samples. Each (L, seed) is one unit of
 work stored as a trial of a companion Optuna study (``memory-...``): an interrupted report
 continues where it stopped, and ``worker`` processes on other machines can share the units.
+
+The curve is measured on the CV folds of the training years (each fold's epoch / rounds chosen
+on its inner training year, as in a study). The held-out years are shown beside it, from
+models trained on all training years for the folds' mean choice; they never choose anything.
+Beside R², the anomaly R² (observed minus the day-of-year climatology of the training part):
+memory lives in the anomalies, not in the seasonal cycle. Intervals (95%) combine sampling
+and seed uncertainty: a bootstrap that resamples the scored years with replacement and, for
+each drawn year, one seed's model (years are the sampling unit: days within a year are
+autocorrelated). With 3 folds these intervals are wide, honestly so.
 """
 
 from __future__ import annotations
@@ -23,19 +32,18 @@ from dlfm_auto.models import get_family
 from dlfm_auto.reports._common import (
     REPORTS_DIR,
     check_writable,
+    days_per_month,
     html_page,
     html_table,
     md_table,
-    mean_ci,
     report_dir,
     report_folder,
-    skill,
     write_json,
 )
 from dlfm_auto.reports._options import check_options
 from dlfm_auto.study._spec import check_study_name
 from dlfm_auto.study._storage import open_storage
-from dlfm_auto.training import predict, train_split
+from dlfm_auto.training import baselines, predict, r2_mse, train_split
 
 MEMORY_ATTR = "dlfm_auto.memory"
 DEFAULT_LENGTHS = (1, 3, 7, 14, 30, 60, 90, 120)
@@ -91,13 +99,14 @@ def _default_params(family: str) -> dict[str, Any]:
 
 def unit_study_name(family: str, site: str | None, params: dict, prep: PrepareConfig,
                     lengths: tuple[int, ...], max_epochs: int | None) -> str:
-    blob = json.dumps({"p": params, "s": prep.settings(), "L": lengths, "e": max_epochs},
+    # "v": 2 = units scored on CV folds with anomaly R² (issue 10); older units are not mixed in
+    blob = json.dumps({"p": params, "s": prep.settings(), "L": lengths, "e": max_epochs, "v": 2},
                       sort_keys=True, default=str)
     return f"memory-{family}-{site or 'site'}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
 class MemoryObjective:
-    """One (L, seed) unit: train on the training years, score train and held-out years."""
+    """One (L, seed) unit: CV folds of the training years, plus the held-out years beside."""
 
     def __init__(self, spec: dict[str, Any], device: str | None = None) -> None:
         self.spec = spec
@@ -113,20 +122,56 @@ class MemoryObjective:
         L = trial.suggest_categorical("sequence_length", list(lengths))
         seed = trial.suggest_categorical("seed", list(range(self.spec["num_models"])))
         ds = prepare(self.prep.replace(sequence_length=L, match_length=max(lengths)))
-        split = ds.eval_split()
         params = self.spec["params"]
-        budget = int(params.get("epochs", 100))
-        if self.spec.get("max_epochs"):
-            budget = min(budget, self.spec["max_epochs"])
-        res = train_split(self.family, params, split, max_epochs=budget, patience=10**9,
-                          seed=seed, device=self.device, restore_best=False)
-        for part, X, y in (("train", split.X_train, split.y_train),
-                           ("eval", split.X_val, split.y_val)):
-            s = skill(y, predict(self.family, res.model, X))
-            trial.set_user_attr(f"{part}_r2", s["r2"])
-            trial.set_user_attr(f"{part}_mse", s["mse"])
-            trial.set_user_attr(f"{part}_n", s["n"])
-        return float(trial.user_attrs["eval_r2"])
+        # The family's own budget (epochs, or every boosting round / tree), capped only by
+        # --max-epochs: trees are not cut to 100 for lack of an ``epochs`` parameter.
+        cap = self.spec.get("max_epochs")
+        cv, chosen = [], []
+        for i, split in enumerate(ds.cv_splits()):
+            res = train_split(self.family, params, split, max_epochs=cap,
+                              patience=int(self.spec.get("patience", 50)),
+                              seed=1000 * seed + i, device=self.device)
+            cv.append(_year_record(split.val_years[0], split, res.mse))
+            chosen.append(int(res.best_epoch))
+        trial.set_user_attr("cv_years", cv)
+        trial.set_user_attr("best_epochs", chosen)
+        if ds.eval_years:
+            ev = ds.eval_split()
+            budget = (max(1, round(float(np.mean(chosen))) + 1)
+                      if self.family.kind == "torch" or self.family.name == "xgboost" else cap)
+            if cap and budget:
+                budget = min(budget, cap)
+            res = train_split(self.family, params, ev, max_epochs=budget, patience=10**9,
+                              seed=1000 * seed + 999, device=self.device, restore_best=False)
+            pred = predict(self.family, res.model, ev.X_val)
+            sy = ds.season_year[np.isin(ds.season_year, ds.eval_years)]
+            clim = baselines.climatology(ev.train_days, ev.y_train)[
+                baselines.day_of_year(ev.val_days)]
+            recs = []
+            for y in ds.eval_years:
+                m = sy == y
+                recs.append(_record(int(y), ev.y_val[m], pred[m], clim[m]))
+            trial.set_user_attr("eval_years", recs)
+        return float(np.mean([r["r2"] for r in cv]))
+
+
+def _record(year: int, obs: np.ndarray, pred: np.ndarray, clim: np.ndarray) -> dict[str, Any]:
+    """One scored year: n, R², MSE, anomaly R² (observed minus climatology)."""
+    obs = np.asarray(obs, dtype=np.float64)
+    r2, mse = r2_mse(obs, pred)
+    a = obs - clim
+    sst = float(np.sum((a - a.mean()) ** 2))
+    return {"year": year, "n": int(len(obs)), "r2": r2, "mse": mse,
+            "anom_r2": baselines.anomaly_r2(mse, len(obs), sst)}
+
+
+def _year_record(year: int, split: Any, mse: float) -> dict[str, Any]:
+    """One CV fold (a year): the fold model's MSE turned into R² and anomaly R²."""
+    obs = np.asarray(split.y_val, dtype=np.float64)
+    sst = float(np.sum((obs - obs.mean()) ** 2))
+    return {"year": int(year), "n": int(len(obs)), "mse": float(mse),
+            "r2": 1.0 - mse * len(obs) / sst if sst > 0 else float("nan"),
+            "anom_r2": baselines.anomaly_r2(mse, len(obs), baselines.anomaly_sst(split))}
 
 
 def queue_units(study: optuna.Study, lengths: tuple[int, ...], num_models: int) -> int:
@@ -196,7 +241,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 load_if_exists=True)
     spec = {"kind": "memory", "family": family, "params": params, "lengths": list(lengths),
-            "num_models": num_models, "max_epochs": max_epochs,
+            "num_models": num_models, "max_epochs": max_epochs, "patience": 50,
             "prep": {"data": prep.data, **prep.settings()}, "data_sha256": ds.source.sha256}
     study.set_user_attr(MEMORY_ATTR, json.loads(json.dumps(spec, default=str)))
     study.set_user_attr("family", family)
@@ -219,19 +264,47 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     return dest
 
 
+def bootstrap_ci(per_seed: list[list[float]], n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean and a bootstrap interval over years and seeds.
+
+    ``per_seed[s][y]``: the score of seed s's model in year y. Each replicate draws the years
+    with replacement and, for each drawn year, one seed at random, and averages: the interval
+    holds the year-to-year (sampling) spread and the seed spread together.
+    """
+    v = np.asarray(per_seed, dtype=np.float64)  # (seeds, years)
+    m = float(np.nanmean(v)) if v.size else float("nan")
+    if v.size == 0 or v.shape[1] < 2 and v.shape[0] < 2:
+        return m, m, m
+    rng = np.random.default_rng(seed)
+    ys = rng.integers(0, v.shape[1], size=(n_boot, v.shape[1]))
+    ss = rng.integers(0, v.shape[0], size=(n_boot, v.shape[1]))
+    stats = np.nanmean(v[ss, ys], axis=1)
+    lo, hi = np.nanpercentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return m, float(lo), float(hi)
+
+
 def aggregate(units: list, lengths: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Rows per (L, part): mean and bootstrap intervals of R², anomaly R² and MSE.
+
+    ``cv``: the CV folds of the training years (the curve); ``eval``: the held-out years,
+    shown beside it. Scores are means over years (as the study objective) and seeds.
+    """
     rows = []
     for L in lengths:
-        mine = [t for t in units if t.params.get("sequence_length") == L]
-        for part in ("train", "eval"):
-            r2 = [t.user_attrs[f"{part}_r2"] for t in mine]
-            mse = [t.user_attrs[f"{part}_mse"] for t in mine]
-            m, lo, hi = mean_ci(r2)
-            mm, mlo, mhi = mean_ci(mse)
-            rows.append({"sequence_length": L, "split": part, "r2_mean": m, "r2_ci_low": lo,
-                         "r2_ci_high": hi, "mse_mean": mm, "mse_ci_low": mlo,
-                         "mse_ci_high": mhi, "n_models": len(mine),
-                         "n_samples": int(mine[0].user_attrs[f"{part}_n"]) if mine else 0})
+        mine = sorted((t for t in units if t.params.get("sequence_length") == L),
+                      key=lambda t: t.params.get("seed"))
+        for part, attr in (("cv", "cv_years"), ("eval", "eval_years")):
+            recs = [t.user_attrs.get(attr) or [] for t in mine]
+            if not any(recs):
+                continue
+            row: dict[str, Any] = {"sequence_length": L, "split": part}
+            for key in ("r2", "anom_r2", "mse"):
+                m, lo, hi = bootstrap_ci([[r[key] for r in rr] for rr in recs])
+                row.update({f"{key}_mean": m, f"{key}_ci_low": lo, f"{key}_ci_high": hi})
+            row.update(n_models=len(mine), n_samples=int(sum(r["n"] for r in recs[0])),
+                       years=[r["year"] for r in recs[0]])
+            rows.append(row)
     return rows
 
 
@@ -243,46 +316,69 @@ def _write(dest: Path, name: str, family: str, site: str | None, params: dict,
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
+    base = baselines.dataset_baselines(ds)
     fig = go.Figure()
-    pfig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for part, color in (("train", "#ff7f0e"), ("eval", "#1f77b4")):
+    pfig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    styles = (("cv", "#1f77b4", "CV folds (training years)"),
+              ("eval", "#7f7f7f", "held-out years (shown, never used to choose)"))
+    for part, color, label in styles:
         rr = [r for r in rows if r["split"] == part]
         x = [r["sequence_length"] for r in rr]
-        for key, ax in (("r2", axes[0]), ("mse", axes[1])):
+        for key, ax in (("r2", axes[0]), ("anom_r2", axes[1]), ("mse", axes[2])):
             m = [r[f"{key}_mean"] for r in rr]
             lo = [r[f"{key}_ci_low"] for r in rr]
             hi = [r[f"{key}_ci_high"] for r in rr]
-            ax.plot(x, m, "o-", color=color, label=part)
-            ax.fill_between(x, lo, hi, color=color, alpha=0.25)
+            ax.plot(x, m, "o-" if part == "cv" else "s--", color=color, label=label)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2)
             ax.set_xlabel("sequence length L (days)")
-            ax.set_ylabel("R²" if key == "r2" else "MSE")
-            if key == "r2":
-                fig.add_trace(go.Scatter(x=x, y=m, name=f"{part} R²", mode="lines+markers",
-                                         line={"color": color},
-                                         error_y={"type": "data", "symmetric": False,
-                                                  "array": np.subtract(hi, m),
-                                                  "arrayminus": np.subtract(m, lo)}))
-    axes[0].legend()
-    axes[0].set_title("Skill vs input sequence length (95% CI)")
+            ax.set_ylabel({"r2": "R²", "anom_r2": "anomaly R²", "mse": "MSE"}[key])
+            if key in ("r2", "anom_r2"):
+                fig.add_trace(go.Scatter(
+                    x=x, y=m, name=f"{label}: {'R²' if key == 'r2' else 'anomaly R²'}",
+                    mode="lines+markers", line={"color": color,
+                                                "dash": "solid" if key == "r2" else "dot"},
+                    error_y={"type": "data", "symmetric": False, "array": np.subtract(hi, m),
+                             "arrayminus": np.subtract(m, lo)}))
+    clim = base["cv"].get("climatology", {}).get("cv_r2")
+    if clim is not None:
+        axes[0].axhline(clim, color="#d62728", ls=":", label="climatology (CV)")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("Skill vs L (95% CI: years x seeds)")
+    axes[1].set_title("Anomaly skill (observed - climatology)")
     pfig.tight_layout()
     fig.update_layout(title=f"Ecosystem memory: {family} on {site}", xaxis_title="L (days)",
                       yaxis_title="R²", xaxis_type="log")
-    cols = ["sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "mse_mean",
-            "n_models", "n_samples"]
+    cols = ["sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "anom_r2_mean",
+            "anom_r2_ci_low", "anom_r2_ci_high", "mse_mean", "n_models", "n_samples"]
+    cv_days = np.concatenate([sp.val_days for sp in ds.cv_splits()])
+    ev_days = ds.days[np.isin(ds.season_year, ds.eval_years)]
+    months = {"cv_validation": days_per_month(cv_days), "heldout": days_per_month(ev_days)}
     metrics = {"study": name, "family": family, "site": site, "params": params,
                "lengths": list(lengths), "num_models": num_models, "matched": True,
-               "n_target_days": int(len(ds.y)), "eval_years": list(ds.eval_years), "rows": rows}
+               "n_target_days": int(len(ds.y)), "fold_years": list(ds.fold_years[
+                   :ds.config.folds]), "eval_years": list(ds.eval_years),
+               "baselines": {"cv": base["cv"],
+                             "heldout": (base.get("heldout") or {}).get("baselines")},
+               "days_per_month": months, "rows": rows}
+    bl = ", ".join(f"{k} {v['cv_r2']:.3f}" for k, v in sorted(base["cv"].items()))
     text = (f"{family} with fixed parameters, {num_models} seeds per length; all lengths use "
-            f"the same {len(ds.y)} target days (matched at L={max(lengths)}); models train "
-            f"on the training years and are scored on them and on the held-out years "
-            f"{', '.join(map(str, ds.eval_years))}.")
+            f"the same {len(ds.y)} target days (matched at L={max(lengths)}). The curve is "
+            f"measured on the CV folds {', '.join(map(str, metrics['fold_years']))} of the "
+            f"training years (epochs / rounds chosen on an inner training year); the held-out "
+            f"years {', '.join(map(str, ds.eval_years))} are shown beside it and choose "
+            f"nothing. Baselines on the same folds (CV R²): {bl}. 95% intervals: bootstrap "
+            f"over the scored years and seeds together.")
+    mrows = [{"days": k, **v} for k, v in months.items()]
+    mcols = ["days", *months["heldout"]]
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         pfig.savefig(tmp / "memory.png", dpi=110)
         (tmp / "report.md").write_text("\n".join([
             f"# Memory report: {family} on {site}", "", text, "", md_table(rows, cols), "",
+            "## Days used per month", "", md_table(mrows, mcols), "",
             "![memory](memory.png)", ""]))
         (tmp / "index.html").write_text(html_page(
             f"Memory report: {family} on {site}",
-            [("Summary", f"<p>{text}</p>"), ("Skill by L", html_table(rows, cols))], [fig]))
+            [("Summary", f"<p>{text}</p>"), ("Skill by L", html_table(rows, cols)),
+             ("Days used per month", html_table(mrows, mcols))], [fig]))
     plt.close(pfig)

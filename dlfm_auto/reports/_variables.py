@@ -2,9 +2,11 @@
 
 Neural families: for every sample of the held-out years, the partial derivative of predicted
 NEE with respect to each (driver, lag) input (inputs normalised, so units are NEE per standard
-deviation of the driver); its variance over the samples is the DLFM importance measure, its
-mean absolute value a second one, and integrated gradients (baseline: the training mean,
-32 steps) a third that accounts for saturation. Tree families: permutation importance (rise
+deviation of the driver). Drivers are ranked by its mean absolute value, with integrated
+gradients (baseline: the training mean, 16 steps; accounts for saturation) beside it. Its
+variance over the samples, the DLFM measure, stays as a column but does not rank: a strong
+linear driver has a constant gradient, variance 0, and would rank last (``3·x0 + 0.2·x1²``:
+0.000 vs 0.155). Tree families: permutation importance (rise
 in held-out MSE when one (driver, lag) column is shuffled). Models come from the best trial's
 stored artifact when present (no retraining), else one model is trained on the training years.
 """
@@ -93,6 +95,14 @@ def permutation_importance(family: Any, model: Any, X: np.ndarray, y: np.ndarray
     return {"perm_mse_rise": imp}
 
 
+def ranking_measure(measures: dict[str, Any]) -> str:
+    """What ranks the (driver, lag) inputs: mean |∂ŷ/∂x| (torch), else permutation importance.
+
+    Never the gradient variance (DLFM's column): it ranks a strong linear driver last.
+    """
+    return "grad_mean_abs" if "grad_mean_abs" in measures else "perm_mse_rise"
+
+
 def _models(ctx, fam, artifacts_dir: str) -> list[tuple[Any, Any]]:
     """(model, normalizer) pairs: the artifact's fold models, else one trained model."""
     from dlfm_auto.data import Normalizer
@@ -128,7 +138,7 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
     ctx = require_eval_years(study_context(storage_url, study_name, data))
     lag_list = parse_lags(lags, ctx.sequence_length)
     fam = get_family(ctx.spec.family)
-    ds = prepare(ctx.spec.prep.replace(sequence_length=ctx.sequence_length))
+    ds = prepare(ctx.prep)  # the best trial's days (matched like its CV)
     L = ds.sequence_length
     if not len(ds.eval_years):
         raise UserError(f"study {study_name!r}: the data have no held-out years to score")
@@ -152,8 +162,8 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
         for j, name in enumerate(names):
             rows.append({"driver": name, "lag": g,
                          **{k: float(v[t, j]) for k, v in mean.items()}})
-    key = "grad_var" if "grad_var" in mean else "perm_mse_rise"
-    ranked = sorted(rows, key=lambda r: -r[key])
+    key = ranking_measure(mean)
+    ranked = sorted(rows, key=lambda r: (-r[key], -r.get("ig_mean_abs", 0.0)))
     metrics = {"study": study_name, "family": ctx.spec.family, "sequence_length": L,
                "drivers": names, "lags": lag_list, "measure": key,
                "n_samples": int(len(y)), "eval_years": list(ds.eval_years), "rows": rows}

@@ -187,7 +187,7 @@ def best(args: argparse.Namespace) -> int:
     except KeyError:
         raise UserError(f"no study named {args.study_name!r} in {display_url(args.storage)}"
                         ) from None
-    s = study_summary(study)
+    s = study_summary(study, skill=True)
     if "best" not in s:
         raise UserError(f"study {args.study_name!r} has no complete trial yet")
     if args.json:
@@ -202,7 +202,24 @@ def best(args: argparse.Namespace) -> int:
     if b.get("fold_r2"):
         folds = zip(b["fold_val_years"] or [], b["fold_r2"], strict=False)
         print("  folds: " + ", ".join(f"{y}: {r:.3f}" for y, r in folds))
+    for line in skill_lines(b):
+        print("  " + line)
     return 0
+
+
+def _num(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) else "n/a"
+
+
+def skill_lines(b: dict) -> list[str]:
+    """The best trial's skill beside the baselines on the same folds (text lines)."""
+    if not b.get("baselines"):
+        why = b.get("baselines_error")
+        return [f"baselines: n/a ({why})"] if why else []
+    base = ", ".join(f"{k} {_num(v['cv_r2'])}" for k, v in sorted(b["baselines"].items()))
+    return [f"baselines (CV R², same folds): {base}",
+            f"skill vs climatology (1 - MSE/MSE_clim): {_num(b.get('skill_vs_climatology'))}; "
+            f"anomaly R² (observed - climatology): {_num(b.get('anomaly_r2'))}"]
 
 
 @cli.verb("dashboard")
@@ -247,6 +264,17 @@ def _check_port_free(host: str, port: int) -> None:
                             "dashboard running? pass --port N)") from None
 
 
+def _note(study: object, b: dict, lines: list[str]) -> None:
+    """The study's skill and baselines as a dashboard note (the final report replaces it)."""
+    try:
+        from optuna_dashboard import save_note
+
+        save_note(study, f"## Study summary\n\nbest trial #{b['number']}: CV R² "
+                         f"{b['value']:.4f}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
+    except Exception:  # the summary is printed; the dashboard is a bonus
+        pass
+
+
 def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) -> None:
     import optuna
     from rich.console import Console
@@ -256,7 +284,7 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) 
     from dlfm_auto.study._storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
-    s = study_summary(study)
+    s = study_summary(study, skill=True)
     c = s["counts"]
     t = Table(title=f"study {name}", show_header=False)
     t.add_column(style="bold")
@@ -269,6 +297,11 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) 
         t.add_row("best CV R²", f"{b['value']:.4f} ± {sd:.4f} (trial #{b['number']}, "
                                f"{len(b.get('fold_r2') or [])} folds)")
         t.add_row("best params", ", ".join(f"{k}={v}" for k, v in sorted(b["params"].items())))
+        lines = skill_lines(b)
+        for line in lines:
+            head, _, rest = line.partition(": ")
+            t.add_row(head, rest)
+        _note(study, b, lines)
     t.add_row("wall time", f"{seconds:.1f} s")
     t.add_row("stored in", display_url(storage_url))
     t.add_row("models", artifacts)

@@ -5,7 +5,12 @@ reported at step ``fold * stride + epoch`` (``stride`` = the study's largest epo
 trials are compared at the same fold and epoch and a bad trial stops inside its first fold. With
 the Wilcoxon pruner, each fold's R² is reported at step = fold index, the paired per-fold
 comparison that pruner is designed for. The value reported per epoch is the best validation R²
-of the fold so far, which is what the fold will return under early stopping.
+of the fold so far (pruning only drops trials, so it may watch the validation year).
+
+What a fold returns is honest: its epoch (or XGBoost's rounds) is chosen on an inner training
+year (``Dataset.inner_mask``), and its score is that model's R² on the validation year. Trials
+record the choice (``best_epochs``, ``fold_inner_years``) and the anomaly sums of squares of
+their folds (``fold_anom_sst``, for the anomaly R² beside the baselines).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from dlfm_auto.data import prepare
+from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.training import cross_validate, report_stride, train_split
+from dlfm_auto.training import baselines, cross_validate, report_stride, train_split
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -47,6 +52,49 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
 def suggest_grid(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     grid = get_family(spec.family).grid()
     return {k: trial.suggest_categorical(k, list(v)) for k, v in sorted(grid.items())}
+
+
+def trial_prep(spec: StudySpec, length: int) -> PrepareConfig:
+    """The data settings of a trial with window length ``length``: one home for the match.
+
+    A study that searches L scores every L on the target days valid at its longest searched L
+    (matched mode), so trials differ by their model, not by their days. The final, variables
+    and baseline computations use this same config, so CV and reports see the same days.
+    """
+    match = spec.prep.match_length
+    lengths = getattr(get_family(spec.family), "sequence_lengths", None)
+    if not spec.fixed_length and lengths:
+        match = max(max(lengths), match or 0, length)
+    return spec.prep.replace(sequence_length=length, match_length=match)
+
+
+def study_baselines(spec: StudySpec, length: int) -> dict[str, Any]:
+    """Baselines on the study's folds and held-out years (cached by data fingerprint)."""
+    return baselines.dataset_baselines(prepare(trial_prep(spec, length)))
+
+
+def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
+    """``baselines``, ``skill_vs_climatology`` and ``anomaly_r2`` of a finished trial.
+
+    skill vs climatology = 1 - MSE_model / MSE_climatology, both the mean over the CV folds;
+    anomaly R² = mean over folds of the model's R² on observed minus climatology, from the
+    per-fold anomaly sums of squares the objective records (None on trials of older studies
+    that did not record them: their folds' models were chosen differently).
+    """
+    L = int(trial.user_attrs.get("sequence_length", spec.prep.sequence_length))
+    b = study_baselines(spec, L)
+    cv = {k: dict(v) for k, v in b["cv"].items()}
+    mse = trial.user_attrs.get("cv_mse")
+    clim = cv.get("climatology", {}).get("cv_mse")
+    skill = 1.0 - float(mse) / clim if mse is not None and clim else None
+    sst, fmse = trial.user_attrs.get("fold_anom_sst"), trial.user_attrs.get("fold_mse")
+    n = trial.user_attrs.get("n_val")
+    anom = None
+    if sst and fmse and n:
+        anom = float(np.mean([baselines.anomaly_r2(m, k, s)
+                              for m, k, s in zip(fmse, n, sst, strict=True)]))
+    return {"baselines": cv, "skill_vs_climatology": skill, "anomaly_r2": anom,
+            "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
 
 
 class _FixedLength:
@@ -116,11 +164,7 @@ class Objective:
         L = spec.prep.sequence_length
         if not spec.fixed_length and "sequence_length" in params:
             L = int(params["sequence_length"])
-        match = spec.prep.match_length
-        lengths = getattr(self.family, "sequence_lengths", None)
-        if not spec.fixed_length and lengths:
-            match = max(max(lengths), match or 0)  # same target days for every searched L
-        ds = prepare(spec.prep.replace(sequence_length=L, match_length=match))
+        ds = prepare(trial_prep(spec, L))  # same target days for every searched L
         splits = ds.cv_splits()
         params = {k: v for k, v in params.items() if k != "sequence_length"}
         common = dict(max_epochs=spec.max_epochs, patience=spec.patience, device=self.device)
@@ -140,7 +184,13 @@ class Objective:
         trial.set_user_attr("fold_val_years", [s.val_years[0] for s in splits])
         trial.set_user_attr("fold_r2", r2)
         trial.set_user_attr("fold_mse", mse)
+        # chosen on each fold's inner training year, never on its validation year
         trial.set_user_attr("best_epochs", [int(r.best_epoch) for r in results])
+        trial.set_user_attr("fold_inner_years", [
+            int(s.train_years[s.inner_val][0]) if s.inner_val is not None and s.inner_val.any()
+            else None for s in splits])
+        trial.set_user_attr("fold_anom_sst", [baselines.anomaly_sst(s) for s in splits])
+        trial.set_user_attr("match_length", ds.config.match_length)
         trial.set_user_attr("n_train", [int(r.n_train) for r in results])
         trial.set_user_attr("n_val", [int(r.n_val) for r in results])
         trial.set_user_attr("sequence_length", L)

@@ -76,7 +76,7 @@ def make_pruner(spec: StudySpec, stride: int, n_folds: int) -> optuna.pruners.Ba
 
 def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: Any) -> StudySpec:
     """A spec for a new run: resolves defaults and reads the data once (errors surface here)."""
-    fam = get_family(family)
+    get_family(family)  # an unknown name fails here, before the data is read
     sampler = kw.get("sampler", "tpe")
     if kw.get("pruner") == "wilcoxon" and prep.folds < WILCOXON_MIN_FOLDS:
         # A one-sided signed-rank test over k folds has smallest p-value 2^-k: below the 0.1
@@ -87,7 +87,9 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
                         f"under its 0.1 threshold only from k = 4, so with folds={prep.folds} "
                         "it can never stop a trial early; use --folds 5 or more, or "
                         "--pruner median")
-    fixed = length_given or sampler == "grid" or not fam.sequence
+    # TPE/random search L for every family whose space has it: a non-sequence family's
+    # flatten/stats feeds use the window (with L fixed at 1 they were all "today").
+    fixed = length_given or sampler == "grid"
     if sampler == "grid" and not length_given:
         prep = prep.replace(sequence_length=default_sequence_length(family))
     ds = prepare(prep)
@@ -381,8 +383,13 @@ class ProgressPoller:
                     break
 
 
-def study_summary(study: optuna.Study) -> dict[str, Any]:
-    """Counts, best trial and its CV R² ± sd, for the end-of-run table and `best`."""
+def study_summary(study: optuna.Study, skill: bool = False) -> dict[str, Any]:
+    """Counts, best trial and its CV R² ± sd, for the end-of-run table and `best`.
+
+    ``skill``: add the baselines on the same folds, skill vs climatology and anomaly R² of the
+    best trial (:func:`~dlfm_auto.study._objective.skill_summary`; reads the study's data
+    file, so ``studies`` leaves it out). Works on studies older than these attributes.
+    """
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -400,9 +407,21 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
             "best_epochs": best.user_attrs.get("best_epochs"),
             "duration_s": best.duration.total_seconds() if best.duration else None,
         }
+        if skill:
+            out["best"].update(_skill(study, best))
     times = [t.datetime_complete for t in trials if t.datetime_complete]
     out["last_update"] = max(times).isoformat(timespec="seconds") if times else None
     return out
+
+
+def _skill(study: optuna.Study, best: FrozenTrial) -> dict[str, Any]:
+    from dlfm_auto.study._objective import skill_summary
+
+    try:
+        return skill_summary(load_spec(study), best)
+    except (UserError, OSError) as e:  # e.g. the data file moved: skill without baselines
+        return {"baselines": None, "skill_vs_climatology": None, "anomaly_r2": None,
+                "baselines_error": str(e)}
 
 
 __all__ = [

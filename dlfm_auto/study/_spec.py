@@ -85,6 +85,8 @@ class StudySpec:
     def from_dict(cls, d: dict[str, Any]) -> StudySpec:
         d = dict(d)
         prep = dict(d.pop("prep"))
+        # Studies stored before the setting existed were prepared with the DLFM rule.
+        prep.setdefault("window_gap_days", 0)
         if prep.get("columns") is not None:
             prep["columns"] = tuple(prep["columns"])
         d["inputs"] = tuple(d.get("inputs", ()))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.data import Split
+from dlfm_auto.training import _baselines as baselines
 from dlfm_auto.training._result import CVResult, FoldResult, check_split, r2_mse
 from dlfm_auto.training._torch import epoch_budget, predict_torch, resolve_device, train_torch
 from dlfm_auto.training._trees import train_tree
@@ -36,10 +37,13 @@ def train_split(
     Returns the validation R²/MSE of the returned model and the model itself.
 
     ``params["epochs"]`` is a budget, capped by ``max_epochs`` (for trees ``max_epochs`` caps
-    boosting rounds / trees). Training stops after ``patience`` epochs without a better
-    validation R² and returns the best epoch's weights; ``restore_best=False`` trains the
-    whole budget and returns the last weights (final models: held-out years must not choose
-    the epoch). ``report(step, val_r2)`` is called every ``eval_every`` epochs (torch), every
+    boosting rounds / trees). When the split has an inner validation part (``inner_val``,
+    training years only), training fits the rest of the training part, stops after
+    ``patience`` epochs without a better inner R² and returns the best inner epoch's weights
+    (XGBoost: rounds); the validation part is only scored. Without one, or with
+    ``restore_best=False``, the whole budget is trained on the whole training part and the
+    last weights are returned (final models: held-out years must not choose the epoch).
+    ``report(step, val_r2)`` is called every ``eval_every`` epochs (torch), every
     100 boosting rounds (XGBoost) or once (forest), with the 0-based epoch/round as step; it
     may raise ``optuna.TrialPruned``, which propagates. ``threads``: torch intra-op threads
     during training (None leaves the setting alone); ``n_jobs``: tree-building threads.
@@ -87,9 +91,10 @@ def cross_validate(
     ``step = fold_index * stride + epoch`` (``stride`` defaults to :func:`report_stride`), so
     every trial reports fold k's epoch e at the same step and median/percentile/hyperband
     pruners compare like with like, and a bad trial can be stopped inside its first fold. The
-    value is the best validation R² of the current fold so far: what the fold returns under
-    early stopping, so a trial is not pruned for one noisy epoch. For the forest (one fit per
-    fold, stride 1) the step is the fold index: per-fold values, as the Wilcoxon pruner wants.
+    value is the best validation R² of the current fold so far, so a trial is not pruned for
+    one noisy epoch (pruning only drops trials; the fold's model is chosen on its inner part).
+    For the forest (one fit per fold, stride 1) the step is the fold index: per-fold values,
+    as the Wilcoxon pruner wants.
     ``optuna.TrialPruned`` raised by ``report`` propagates.
     """
     family = _family(family)
@@ -135,6 +140,7 @@ def predict(family: Any, model: Any, X: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "CVResult",
+    "baselines",
     "FoldResult",
     "check_split",
     "cross_validate",

@@ -17,11 +17,13 @@ class FoldResult:
     """Validation skill of the returned model on one split.
 
     ``r2``/``mse`` are for the returned model on the split's validation part, in the data's
-    units: the best epoch's model under early stopping, the last one with
-    ``restore_best=False``. ``best_epoch`` is 0-based (epoch for torch, boosting round for
-    XGBoost, 0 for the forest); ``best_epoch + 1`` is the budget that reproduces the model.
+    units. ``best_epoch`` is 0-based (epoch for torch, boosting round for XGBoost, 0 for the
+    forest) and was chosen on the split's inner validation part (``n_inner`` windows of the
+    training years), never on the scored part; without an inner part it is the last epoch
+    of the budget. ``best_epoch + 1`` is the budget that reproduces the model.
     ``history`` holds the learning curve: ``epoch``, ``train_loss`` (mean batch loss on
-    standardised NEE, accumulated during the epoch: no extra pass) and ``val_r2``.
+    centred NEE, accumulated during the epoch: no extra pass), ``val_r2`` (the scored part,
+    what pruners watch) and ``inner_r2`` (what chose the epoch) when there is an inner part.
     """
 
     r2: float
@@ -33,6 +35,7 @@ class FoldResult:
     model: Any
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    n_inner: int = 0
 
 
 @dataclass

@@ -157,25 +157,40 @@ def _train(family: Any, p: dict[str, Any], split: Split, *, max_epochs: int | No
     # the loss by std² and SGD's steps with it. Measured on US-UMB (LSTM grid-like, 20 epochs,
     # 3 folds, 3 seeds): standardised 0.795, centred 0.849 (DLFM loop 0.842). Adam/AdamW are
     # insensitive to the loss scale, and TPE searches lr on a log scale either way.
-    y_mean, y_std = float(np.mean(split.y_train)), 1.0
-    model.set_target_scale(y_mean, y_std)
     model.to(device)
     net = model.net
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
+    # The epoch is chosen on the split's inner validation part (training years only), never on
+    # the validation part that is scored; without one (final models, or a fold with a single
+    # training year) nothing is chosen and the whole budget is trained.
+    inner = split.inner_val if restore_best else None
+    if inner is not None and (inner.all() or not inner.any()):
+        inner = None
+    fit = ~inner if inner is not None else np.ones(len(split.y_train), dtype=bool)
+    y_mean, y_std = float(np.mean(split.y_train[fit])), 1.0
+    model.set_target_scale(y_mean, y_std)
     Xwin_va = tensor(split.X_val)
-    net, Xtr, Xva = _prefeed(net, tensor(split.X_train), Xwin_va)
-    ytr = tensor((split.y_train - y_mean) / y_std)
+    parts = [tensor(split.X_train[fit]), Xwin_va]
+    if inner is not None:
+        parts.append(tensor(split.X_train[inner]))
+    net, Xtr, Xva, *Xin = _prefeed(net, *parts)
+    ytr = tensor((split.y_train[fit] - y_mean) / y_std)
     yva = tensor((split.y_val - y_mean) / y_std)
     sst = float(torch.sum((yva - yva.mean()) ** 2))
+    if inner is not None:
+        yin = tensor((split.y_train[inner] - y_mean) / y_std)
+        sst_in = float(torch.sum((yin - yin.mean()) ** 2))
     opt = make_optimizer(p, net.parameters())
     bs = int(p.get("batch_size", 64))
     epochs = epoch_budget(family, p, max_epochs)
     gen = torch.Generator().manual_seed(seed)  # CPU generator: same batches on every device
     n = len(ytr)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_r2": []}
+    if inner is not None:
+        history["inner_r2"] = []
     best_r2, best_epoch, best_state, since = -math.inf, -1, None, 0
     epoch = -1
     for epoch in range(epochs):
@@ -198,19 +213,21 @@ def _train(family: Any, p: dict[str, Any], split: Split, *, max_epochs: int | No
         history["epoch"].append(epoch)
         history["train_loss"].append(train_loss)
         history["val_r2"].append(r2)
-        if r2 > best_r2 + 1e-7:
-            best_r2, best_epoch, since = r2, epoch, 0
-            if restore_best:
+        if inner is not None:
+            choice = _val_r2(net, Xin[0], yin, sst_in)
+            history["inner_r2"].append(choice)
+            if choice > best_r2 + 1e-7:
+                best_r2, best_epoch, since = choice, epoch, 0
                 best_state = copy.deepcopy(net.state_dict())
-        else:
-            since += eval_every
+            else:
+                since += eval_every
         if report is not None:
             report(epoch, r2)  # may raise optuna.TrialPruned: let it propagate
         if not math.isfinite(train_loss):
-            break  # diverged: the best epoch so far stands (NaN R² if there was none)
-        if restore_best and since >= patience:
+            break  # diverged: the best inner epoch so far stands (NaN R² if there was none)
+        if inner is not None and since >= patience:
             break
-    if restore_best and best_state is not None:
+    if best_state is not None:
         net.load_state_dict(best_state)
     model.eval()
     with torch.inference_mode():
@@ -218,14 +235,13 @@ def _train(family: Any, p: dict[str, Any], split: Split, *, max_epochs: int | No
                           for i in range(0, len(Xwin_va), EVAL_CHUNK)])
     r2, mse = r2_mse(split.y_val, pred.cpu().numpy())
     return FoldResult(
-        r2=r2, mse=mse, best_epoch=max(best_epoch, 0) if restore_best else epoch,
+        r2=r2, mse=mse, best_epoch=max(best_epoch, 0) if inner is not None else epoch,
         epochs_run=epoch + 1, n_train=n, n_val=len(yva), model=model, history=history,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, n_inner=0 if inner is None else int(inner.sum()),
     )
 
 
-def _prefeed(net: torch.nn.Module, Xtr: torch.Tensor, Xva: torch.Tensor
-             ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def _prefeed(net: torch.nn.Module, *X: torch.Tensor) -> tuple[Any, ...]:
     """Apply a non-sequence net's parameter-free input :class:`Feed` once, not every batch.
 
     The returned net is the rest of the same ``Sequential`` (shared modules, so training it
@@ -235,8 +251,8 @@ def _prefeed(net: torch.nn.Module, Xtr: torch.Tensor, Xva: torch.Tensor
     """
     if isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[0], Feed):
         with torch.no_grad():
-            return net[1:], net[0](Xtr).contiguous(), net[0](Xva).contiguous()
-    return net, Xtr, Xva
+            return (net[1:], *(net[0](x).contiguous() for x in X))
+    return (net, *X)
 
 
 def _val_r2(net: torch.nn.Module, Xva: torch.Tensor, yva: torch.Tensor, sst: float) -> float:

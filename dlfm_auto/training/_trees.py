@@ -1,9 +1,11 @@
 """XGBoost and random forest on one split.
 
-XGBoost stops early on the split's validation part and reports its validation R² every
+XGBoost stops early on the split's inner validation part (a training year, see
+``Dataset.inner_mask``; never the scored year) and reports the scored part's R² every
 ``XGB_REPORT_EVERY`` boosting rounds (step = round index, like epochs for torch), so epoch-wise
-pruners can stop it inside a fold. The forest is one fit: it reports once per split (step 0),
-which is what fold-wise pruning (Wilcoxon) needs.
+pruners can stop it inside a fold. The forest chooses nothing: it fits on the whole training
+part once and reports once per split (step 0), which is what fold-wise pruning (Wilcoxon)
+needs.
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def train_tree(
     """Fit on the training part, score the validation part.
 
     ``max_epochs`` caps the boosting rounds (XGBoost) or trees (forest), so quick runs stay
-    quick for every family. ``restore_best=False`` (final models) fits the given number of
-    rounds without looking at the validation part.
+    quick for every family. XGBoost fits on the training part minus its inner validation part
+    and stops early on that part (``early_stopping_rounds`` watches the last eval set); without
+    an inner part, or with ``restore_best=False`` (final models), it fits every round on the
+    whole training part. The validation part is only scored.
     """
     t0 = time.perf_counter()
     p = family.resolve(params)
@@ -80,12 +84,17 @@ def train_tree(
     if max_epochs:
         p["n_estimators"] = max(1, min(int(p["n_estimators"]), int(max_epochs)))
     xgb = family.name == "xgboost"
+    inner = split.inner_val if (xgb and restore_best) else None
+    if inner is not None and (inner.all() or not inner.any()):
+        inner = None
+    fit = ~inner if inner is not None else np.ones(len(split.y_train), dtype=bool)
     if xgb:
         p["xgb_device"] = _xgb_device(device)
-        if restore_best:
+        if inner is not None:
             p["early_stopping_rounds"] = max(EARLY_STOPPING_ROUNDS, min(int(patience), 10**6))
     model = family.build(p, split.n_features, split.sequence_length)
-    Xtr, Xva = model.table(split.X_train), model.table(split.X_val)
+    Xtr, Xva = model.table(split.X_train[fit]), model.table(split.X_val)
+    ytr = split.y_train[fit]
     history: dict[str, list[float]] = {}
     best = int(p["n_estimators"]) - 1
     rounds = best + 1
@@ -93,24 +102,34 @@ def train_tree(
         est = model.estimator
         if report is not None:
             est.set_params(callbacks=[_xgb_reporter(report, split.y_val, XGB_REPORT_EVERY)])
+        evals = [(Xva, split.y_val)]  # validation_0: reported and drawn, never chosen on
+        if inner is not None:  # the last eval set is the one early stopping watches
+            evals.append((model.table(split.X_train[inner]), split.y_train[inner]))
         try:
-            est.fit(Xtr, split.y_train, eval_set=[(Xva, split.y_val)], verbose=False)
+            est.fit(Xtr, ytr, eval_set=evals, verbose=False)
         finally:
             est.set_params(callbacks=None)  # the closure must not be pickled with the model
         rmse = [float(v) for v in est.evals_result()["validation_0"]["rmse"]]
         var = float(np.var(np.asarray(split.y_val, dtype=np.float64)))
         history["val_r2"] = [1.0 - r**2 / var if var > 0 else math.nan for r in rmse]
         rounds = len(rmse)
-        if restore_best:
+        if inner is not None:
             best = int(est.best_iteration)  # predict() uses the best iteration
+            rin = est.evals_result()["validation_1"]["rmse"]
+            vin = float(np.var(np.asarray(split.y_train[inner], dtype=np.float64)))
+            history["inner_r2"] = [1.0 - float(r) ** 2 / vin if vin > 0 else math.nan
+                                   for r in rin]
+        else:
+            best = rounds - 1
     else:
-        model.estimator.fit(Xtr, split.y_train)
+        model.estimator.fit(Xtr, ytr)
     pred = model.predict(split.X_val)
     r2, mse = r2_mse(split.y_val, pred)
     if report is not None and not xgb:
         report(0, r2)
     return FoldResult(r2=r2, mse=mse, best_epoch=best if xgb else 0,
-                      epochs_run=rounds if xgb else 1, n_train=len(split.y_train),
+                      epochs_run=rounds if xgb else 1, n_train=len(ytr),
+                      n_inner=0 if inner is None else int(inner.sum()),
                       n_val=len(split.y_val), model=model, history=history,
                       seconds=time.perf_counter() - t0)
 
