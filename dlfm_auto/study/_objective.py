@@ -26,10 +26,6 @@ from dlfm_auto.training import cross_validate, report_stride, train_split
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-class SurplusTrial(Exception):
-    """The study's total was reached by other workers while this trial was being started."""
-
-
 def default_sequence_length(family_name: str) -> int:
     """DLFM defaults when a grid study is not given --sequence-length: 30 days, or today."""
     return 30 if get_family(family_name).sequence else 1
@@ -78,22 +74,6 @@ class Objective:
         self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
 
-    def _check_surplus(self, trial: optuna.Trial) -> None:
-        """Stop a trial started after other workers already reached the total."""
-        if self.spec.sampler == "grid":
-            # Grid points are pre-queued; a trial that did not come from the queue (another
-            # worker took the last point between our check and our ask) would repeat a point.
-            attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-            if "fixed_params" not in attrs:
-                raise SurplusTrial("no queued grid point left")
-            return
-        earlier = trial.study.get_trials(
-            deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-        )
-        n = sum(1 for t in earlier if t.number < trial.number)
-        if n >= self.spec.n_trials:
-            raise SurplusTrial(f"total of {self.spec.n_trials} trials reached")
-
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
         if self.spec.sampler == "grid":
             return suggest_grid(trial, self.spec)
@@ -102,7 +82,6 @@ class Objective:
         return dict(self.family.suggest(trial))
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self._check_surplus(trial)
         try:
             return self._run(trial)
         except KeyboardInterrupt:
