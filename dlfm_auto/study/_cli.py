@@ -119,6 +119,11 @@ def run_study(args: argparse.Namespace) -> int:
         sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
         max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
     )
+    from dlfm_auto.study._space import feasible_space
+
+    note = feasible_space(spec).note
+    if note:
+        print(f"note: {note}")
     name = args.study_name or default_study_name(spec)
     study = create_or_resume(args.storage, name, spec)
     first_new = len(study.get_trials(deepcopy=False))

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from dlfm_auto.data import prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._space import Restricted, Space
 from dlfm_auto.study._spec import StudySpec
 from dlfm_auto.training import cross_validate, report_stride, train_split
 
@@ -73,8 +74,11 @@ class Objective:
         self.device = device
         self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
+        self.space: Space | None = None  # choices the data can fill (study/_space.py)
 
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.space is not None and self.space.choices:
+            trial = Restricted(trial, self.space.choices)  # type: ignore[assignment]
         if self.spec.sampler == "grid":
             return suggest_grid(trial, self.spec)
         if self.spec.fixed_length:
@@ -99,6 +103,8 @@ class Objective:
         lengths = getattr(self.family, "sequence_lengths", None)
         if not spec.fixed_length and lengths:
             match = max(max(lengths), match or 0)  # same target days for every searched L
+        if self.space is not None and self.space.match_length:
+            match = self.space.match_length  # the longest L the data can fill
         ds = prepare(spec.prep.replace(sequence_length=L, match_length=match))
         splits = ds.cv_splits()
         params = {k: v for k, v in params.items() if k != "sequence_length"}

@@ -38,6 +38,7 @@ from dlfm_auto.study._objective import (
     default_sequence_length,
     grid_points,
 )
+from dlfm_auto.study._space import feasible_space
 from dlfm_auto.study._spec import SPEC_ATTR, StudySpec, code_version, differences, now_iso, versions
 from dlfm_auto.study._storage import (
     LIVE,
@@ -111,10 +112,12 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
         raise UserError(f"the target {ds.source.target} is constant ({np.nanmin(y):g} on every "
                         "sample): there is nothing to predict; pass --target with another column")
     src = ds.source
-    return StudySpec(
+    spec = StudySpec(
         family=family, prep=prep, fixed_length=fixed, data_sha256=src.sha256,
         data_name=src.name, site=src.site, target=src.target, inputs=src.inputs, **kw,
     )
+    feasible_space(spec)  # a study that no setting can fit is refused here, in one line
+    return spec
 
 
 def default_study_name(spec: StudySpec) -> str:
@@ -351,6 +354,7 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
             spec = spec.replace(prep=spec.prep.replace(data=opts.data_override))
         check_data(spec)
         search = Objective(spec, device=opts.device)
+        search.space = feasible_space(spec)
         n_folds = len(prepare(spec.prep).fold_years[: spec.prep.folds])
         worker = opts.worker if opts.worker is not None else worker_slot(study)
         study.sampler = make_sampler(spec, worker)
