@@ -121,8 +121,12 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
 
 
 def default_study_name(spec: StudySpec) -> str:
+    import re
+
     site = spec.site or spec.data_name.split(".")[0]
-    return f"{spec.family}-{site}" + ("-grid" if spec.sampler == "grid" else "")
+    site = re.sub(r"[^A-Za-z0-9._+-]+", "_", site).strip("._") or "site"
+    return (f"{spec.family}-{site}"[: MAX_NAME_BYTES - 5]
+            + ("-grid" if spec.sampler == "grid" else ""))
 
 
 def load_spec(study: optuna.Study) -> StudySpec:
@@ -140,11 +144,10 @@ def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optu
     different settings, nor queue the same grid point twice.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_study_name(study_name)  # before the storage is touched
     storage = open_storage(storage_url)
     g = guarded(storage)
     with g.exclusive() if g is not None else contextlib.nullcontext():
-        if study_name not in optuna.get_all_study_names(storage):
-            check_study_name(study_name)
         try:
             study = optuna.create_study(storage=storage, study_name=study_name,
                                         direction="maximize", load_if_exists=True,

@@ -80,7 +80,9 @@ def journal_path(url: str) -> Path | None:
     are relative to the current folder.
     """
     if url.startswith("journal://"):
-        return Path(url[len("journal://") :])
+        rest = url[len("journal://") :]
+        # journal:////abs (four slashes, SQLAlchemy's absolute form) is /abs too, not //abs
+        return Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
     if "://" not in url and url.endswith((".journal", ".log")):
         return Path(url)
     return None
@@ -374,13 +376,13 @@ def fail_dead_local_trials(study: optuna.Study) -> int:
         if not owner_is_dead(t):
             continue
         try:
+            study._storage.set_trial_user_attr(t._trial_id, "error",
+                                               f"its process (pid {t.user_attrs.get('pid')} on "
+                                               f"{_HOST}) died")
             if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process failed (or finished) it first
-        study._storage.set_trial_user_attr(t._trial_id, "error",
-                                           f"its process (pid {t.user_attrs.get('pid')} on "
-                                           f"{_HOST}) died")
         requeue(study, study._storage.get_trial(t._trial_id))
         n += 1
     return n
