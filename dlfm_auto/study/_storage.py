@@ -369,16 +369,36 @@ def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     requeue(study, trial)
 
 
+def _orphaned(trial: FrozenTrial) -> bool:
+    """A RUNNING trial with no owner recorded, started over a grace period ago.
+
+    A process killed between creating (or claiming) a trial and recording its owner leaves such
+    a trial; it has no heartbeat either, and Optuna never counts a trial without a heartbeat as
+    stale, so without this it would stay RUNNING for ever.
+    """
+    from datetime import UTC, datetime
+
+    if "host" in trial.user_attrs or trial.datetime_start is None:
+        return False
+    start = trial.datetime_start
+    now = datetime.now(UTC) if start.tzinfo else datetime.now()
+    return (now - start).total_seconds() > max(heartbeat_settings()[1], 10)
+
+
 def fail_dead_local_trials(study: optuna.Study) -> int:
-    """Fail and re-queue RUNNING trials whose owner process on this host is gone; count."""
+    """Fail and re-queue RUNNING trials whose owner process on this host is gone; count.
+
+    Also trials with no recorded owner after a grace period (see ``_orphaned``).
+    """
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not owner_is_dead(t):
+        if not (owner_is_dead(t) or _orphaned(t)):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "error",
-                                               f"its process (pid {t.user_attrs.get('pid')} on "
-                                               f"{_HOST}) died")
+            study._storage.set_trial_user_attr(
+                t._trial_id, "error",
+                f"its process (pid {t.user_attrs.get('pid')} on {_HOST}) died"
+                if "host" in t.user_attrs else "its process died before recording itself")
             if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
