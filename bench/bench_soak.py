@@ -64,7 +64,7 @@ def _trials(url: str, name: str) -> list:
         return []
 
 
-def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 8.0) -> dict:
+def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) -> dict:
     """K kills at random moments, one re-run; the figures of the final state."""
     from optuna.trial import TrialState
 
@@ -75,10 +75,24 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 8.0) ->
     cmd = _cmd(site, url, name)
     killed_trials = 0
     for _ in range(kills):
+        # trials a previous kill left RUNNING: this round's run fails them; not its own trials
+        old = {t.number for t in _trials(url, name) if t.state == TrialState.RUNNING}
+
+        def own_running() -> int:
+            return sum(t.state == TrialState.RUNNING and t.number not in old  # noqa: B023
+                       for t in _trials(url, name))
+
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.5, max_delay))
-        before = sum(t.state == TrialState.RUNNING for t in _trials(url, name))
+        if rng.random() < 0.2:  # while starting: creating, checking, queueing
+            time.sleep(rng.uniform(0.5, 4.0))
+        else:  # inside trials: once one runs, a random moment later
+            deadline = time.time() + 120
+            while (time.time() < deadline and proc.poll() is None
+                   and not own_running()):
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.0, max_delay))
+        before = own_running()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_trials += before
@@ -142,7 +156,8 @@ def main() -> None:
     ap.add_argument("--storage", nargs="+", default=["sqlite", "postgresql"],
                     choices=["sqlite", "postgresql"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-delay", type=float, default=8.0, help="longest wait before a kill (s)")
+    ap.add_argument("--max-delay", type=float, default=5.0,
+                    help="longest wait, once a trial runs, before a kill (s)")
     ap.add_argument("--surplus", action="store_true", help="run the 4 workers x 60 trials check")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dlfm_soak_") as tmp:

@@ -431,16 +431,25 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
 
 def _wait_for(study: optuna.Study, running: list[FrozenTrial], said: bool,
               opts: WorkerOptions) -> bool:
-    """Sleep a second while other processes run the last trials; say so once."""
-    if not said and opts.report_errors:
+    """Sleep a second while other processes run the last trials.
+
+    Sibling processes on this host are watched by pid (a dead one's trial is re-run at once);
+    trials of other hosts can only be judged by their heartbeat, so the wait may last the
+    grace period: that is said once.
+    """
+    from dlfm_auto.study._storage import this_host
+
+    others = sorted({str(t.user_attrs.get("host")) for t in running
+                     if t.user_attrs.get("host") not in (None, this_host())})
+    if others and not said:
         _, grace = heartbeat_settings()
-        hosts = sorted({str(t.user_attrs.get("host", "?")) for t in running})
-        print(f"waiting for {len(running)} running trial(s) of other processes "
-              f"(hosts: {', '.join(hosts)}); a dead one is re-run after the heartbeat grace "
-              f"period ({grace} s)", file=sys.stderr, flush=True)
+        print(f"waiting for {len(running)} running trial(s), some on other hosts "
+              f"({', '.join(others)}); a dead one is re-run after the heartbeat grace period "
+              f"({grace} s)", file=sys.stderr, flush=True)
+        said = True
     time.sleep(1.0)
     optuna.storages.fail_stale_trials(study)
-    return True
+    return said
 
 
 def load_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> optuna.Study:
