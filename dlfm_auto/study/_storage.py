@@ -229,12 +229,12 @@ def _proc_start(pid: int) -> str:
 
 
 _HOST = socket.gethostname()
-OWNER_ATTR = "dlfm_auto.owner_start"
+OWNER_ATTR = "dlfm_auto.owner_start"  # system attr: start time of the owner process
 
 
 def this_host() -> str:
     """The host name recorded on the trials this machine runs."""
-    return _HOST  # system attr: start time of the owner process
+    return _HOST
 
 
 class _Guarded:
