@@ -497,3 +497,36 @@ def test_short_record_study_goes_on(tmp_path, capsys):
                "--study-name", "two", "--eval-years", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_concurrent_creation_and_settings_are_atomic(tmp_path, small_site):
+    """Processes creating one new SQLite study at once: no crash, one settings set wins.
+
+    Each round: three `run-study --n-jobs 0` on a brand-new file at the same moment, two with
+    the same columns and one with other columns. Before the lock, creation failed in 3 of 7
+    rounds ("table studies already exists", alembic_version) and differing settings were both
+    accepted.
+    """
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for r in range(3):
+        url = f"sqlite:///{tmp_path}/c{r}/s.db"
+        cols = [["TA", "PPFD_IN"], ["TA", "PPFD_IN"], ["TA", "SW_IN"]]
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "dlfm_auto", "run-study", "ann", "--data", str(small_site),
+             "--target", "NEE", "--columns", *c, "--eval-years", "1", "--folds", "2",
+             "--n-jobs", "0", "--storage", url, "--study-name", "c", "--quiet"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for c in cols]
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        for rc, err in results:
+            assert rc in (0, 2) and "Traceback" not in err, err
+            if rc == 2:
+                assert "created with other data or settings" in err, err
+        accepted = {tuple(c) for c, (rc, _) in zip(cols, results, strict=True) if rc == 0}
+        assert len(accepted) == 1  # only one settings set was ever accepted
+        stored = optuna.load_study(study_name="c", storage=open_storage(url, heartbeat=False)
+                                   ).user_attrs["inputs"]
+        assert tuple(stored) in accepted

@@ -351,6 +351,7 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
         objective: Callable = MemoryObjective(mem, device=opts.device)
         total: float = len(mem["lengths"]) * mem["num_models"]
         queued_only = True
+        catch: tuple[type[Exception], ...] = ()  # a report unit's error stops the report
     else:
         spec = load_spec(study)
         if opts.data_override:
@@ -363,7 +364,8 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
         study.sampler = make_sampler(spec, worker)
         study.pruner = make_pruner(spec, search.stride, n_folds)
         search.on_best = on_best
-        objective, total, queued_only = search, spec.n_trials, spec.sampler == "grid"
+        objective, total, queued_only = _guard(search), spec.n_trials, spec.sampler == "grid"
+        catch = (Exception,)  # a failed trial is recorded and shown; the study goes on
         if total == 0:  # created with --n-trials 0: no study-wide total, the worker decides
             if opts.max_trials is None and opts.deadline is None:
                 raise UserError(f"study {opts.study_name!r} has no total number of trials; "
@@ -393,7 +395,6 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
 
     ran = 0
     said_waiting = False
-    guarded_objective = _guard(objective)
     logging.getLogger("optuna").setLevel(logging.CRITICAL)
     while True:
         if opts.max_trials is not None and ran >= opts.max_trials:
@@ -420,7 +421,7 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
             said_waiting = _wait_for(study, running, said_waiting, opts)
             continue
         try:
-            study.optimize(guarded_objective, n_trials=1, catch=(Exception,),
+            study.optimize(objective, n_trials=1, catch=catch,
                            callbacks=[record], gc_after_trial=False)
         except TotalReached:
             continue  # another worker took the last slot meanwhile: re-check, wait or end

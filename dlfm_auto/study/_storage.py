@@ -136,6 +136,11 @@ def check_sqlite_file(path: Path) -> None:
         finally:
             con.close()
     except sqlite3.OperationalError as e:
+        if "readonly" in str(e) and path.with_name(path.name + "-journal").exists():
+            # A hot rollback journal: a process was killed mid-write. SQLite rolls it back on
+            # the next read-write open (its own crash recovery), which a read-only check
+            # cannot do; the file is not corrupt.
+            return
         if "locked" in str(e):
             raise UserError(
                 f"study storage {path} is locked by another program (an open transaction "
