@@ -530,3 +530,30 @@ def test_concurrent_creation_and_settings_are_atomic(tmp_path, small_site):
         stored = optuna.load_study(study_name="c", storage=open_storage(url, heartbeat=False)
                                    ).user_attrs["inputs"]
         assert tuple(stored) in accepted
+
+
+def test_sqlite_hot_journal_after_kill_is_recovered(tmp_path, capsys):
+    """A process killed mid-write leaves a hot journal: the next verb works (SQLite rolls back)."""
+    import os
+    import signal
+
+    db = tmp_path / "hot.db"
+    open_storage(f"sqlite:///{db}")
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, time
+c = sqlite3.connect({str(db)!r}, isolation_level=None)
+c.execute('PRAGMA cache_size=1')
+c.execute('BEGIN IMMEDIATE')
+c.execute('CREATE TABLE junk(a)')
+c.executemany('INSERT INTO junk VALUES (?)', [(i,) for i in range(20000)])
+print('ready', flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert (tmp_path / "hot.db-journal").exists()
+    assert main(["studies", "--storage", f"sqlite:///{db}"]) == 0
+    assert "no studies" in capsys.readouterr().out
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
+    assert "junk" not in tables and "studies" in tables  # the half-done write was rolled back
