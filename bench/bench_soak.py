@@ -64,7 +64,7 @@ def _trials(url: str, name: str) -> list:
         return []
 
 
-def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) -> dict:
+def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 2.5) -> dict:
     """K kills at random moments, one re-run; the figures of the final state."""
     from optuna.trial import TrialState
 
@@ -73,7 +73,9 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) ->
     rng = random.Random(seed)
     name = f"soak-{uuid.uuid4().hex[:8]}"
     cmd = _cmd(site, url, name)
-    killed_trials = 0
+    killed_trials = kills_done = 0
+    ended: list[int] = []  # exit codes of rounds that ended before their kill
+    errors: list[str] = []
     for _ in range(kills):
         # trials a previous kill left RUNNING: this round's run fails them; not its own trials
         old = {t.number for t in _trials(url, name) if t.state == TrialState.RUNNING}
@@ -83,7 +85,7 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) ->
                        for t in _trials(url, name))
 
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         if rng.random() < 0.2:  # while starting: creating, checking, queueing
             time.sleep(rng.uniform(0.5, 4.0))
         else:  # inside trials: once one runs, a random moment later
@@ -93,8 +95,14 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) ->
                 time.sleep(0.2)
             time.sleep(rng.uniform(0.0, max_delay))
         before = own_running()
+        if proc.poll() is not None:  # it ended before the kill: finished, or an error
+            ended.append(proc.returncode)
+            if proc.returncode != 0:
+                errors.append(proc.stderr.read()[-300:])
+            continue
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        kills_done += 1
         killed_trials += before
     t0 = time.time()
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800)
@@ -109,12 +117,15 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 5.0) ->
         "failed": sum(t.state == TrialState.FAIL for t in ts),
         "running": sum(t.state == TrialState.RUNNING for t in ts),
         "waiting": sum(t.state == TrialState.WAITING for t in ts),
-        "running_when_killed": killed_trials,
-        "ok": (res.returncode == 0 and len(done) == 32 and len(set(keys)) == 32
+        "running_when_killed": killed_trials, "kills_done": kills_done,
+        "rounds_ended_before_kill": ended,
+        "ok": (res.returncode == 0 and not errors and len(done) == 32 and len(set(keys)) == 32
                and not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in ts)),
     }
     if res.returncode != 0:
         out["stderr"] = res.stderr[-500:]
+    if errors:
+        out["round_errors"] = errors
     if url.startswith("postgresql"):
         import optuna
 
@@ -156,7 +167,7 @@ def main() -> None:
     ap.add_argument("--storage", nargs="+", default=["sqlite", "postgresql"],
                     choices=["sqlite", "postgresql"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-delay", type=float, default=5.0,
+    ap.add_argument("--max-delay", type=float, default=2.5,
                     help="longest wait, once a trial runs, before a kill (s)")
     ap.add_argument("--surplus", action="store_true", help="run the 4 workers x 60 trials check")
     args = ap.parse_args()

@@ -468,7 +468,7 @@ def test_best_hints_the_closest_name(tmp_path, small_site, capsys):
     create_or_resume(url, "lstm-US-UMB", build_spec("ann", _prep(small_site), length_given=True,
                                                     n_trials=1, max_epochs=1))
     assert main(["best", "lstm-US-UMX", "--storage", url]) == 2
-    assert "did you mean lstm-US-UMB" in capsys.readouterr().err
+    assert "closest: lstm-US-UMB" in capsys.readouterr().err
 
 
 @needs_shared

@@ -462,7 +462,7 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> opt
 
         names = optuna.get_all_study_names(storage)
         hint = close_matches(name, names)
-        more = (f"; did you mean {', '.join(hint)}?" if hint else
+        more = (f"; closest: {', '.join(hint)}" if hint else
                 f"; studies there: {', '.join(names[:8])}" if names else "; it holds no study")
         raise UserError(f"no study named {name!r} in {display_url(url)}{more}") from None
 
