@@ -1,10 +1,12 @@
 """Soak: kill -9 a grid study at random moments, then run it once more; check exact coverage.
 
 Each round starts ``run-study dynamic_ann --sampler grid --max-epochs 25 --n-jobs 2`` (the
-coordinator and its two worker processes, in their own process group) and, after a random
-delay, kills the whole group with SIGKILL (a power cut). After K kills the same command runs
-once to the end. Passing means: it exits 0, every one of the 32 grid points finished exactly
-once (complete or pruned), and no trial is left RUNNING or queued.
+coordinator and its two worker processes, in their own process group) and kills the whole
+group with SIGKILL (a power cut): in one round of five while it starts, else at a random
+moment within ``--max-delay`` s of a trial starting. After K kills (a round that ends before
+its kill does not count) the same command runs once to the end. Passing means: it exits 0,
+every one of the 32 grid points finished exactly once (complete or pruned), and no trial is
+left RUNNING or queued.
 
     .venv/bin/python bench/bench_soak.py --kills 20 --storage sqlite postgresql
     .venv/bin/python bench/bench_soak.py --surplus      # 4 SQLite workers x 60 trials
@@ -52,19 +54,25 @@ def _cmd(site: Path, url: str, name: str) -> list[str]:
             "--sequence-length", "3", "--storage", url, "--study-name", name, "--quiet"]
 
 
+_STORAGES: dict[str, object] = {}
+
+
 def _trials(url: str, name: str) -> list:
+    """The study's trials (one storage per URL: polling must be quick to catch a trial)."""
     import optuna
 
     from dlfm_auto.study import open_storage
 
+    if url not in _STORAGES:
+        _STORAGES[url] = open_storage(url, heartbeat=False)
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False)
+        return optuna.load_study(study_name=name, storage=_STORAGES[url]
                                  ).get_trials(deepcopy=False)
     except KeyError:
         return []
 
 
-def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 2.5) -> dict:
+def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 1.0) -> dict:
     """K kills at random moments, one re-run; the figures of the final state."""
     from optuna.trial import TrialState
 
@@ -76,7 +84,9 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 2.5) ->
     killed_trials = kills_done = 0
     ended: list[int] = []  # exit codes of rounds that ended before their kill
     errors: list[str] = []
-    for _ in range(kills):
+    rounds = 0
+    while kills_done < kills and rounds < 3 * kills:
+        rounds += 1
         # trials a previous kill left RUNNING: this round's run fails them; not its own trials
         old = {t.number for t in _trials(url, name) if t.state == TrialState.RUNNING}
 
@@ -99,6 +109,8 @@ def soak(url: str, kills: int, seed: int, site: Path, max_delay: float = 2.5) ->
             ended.append(proc.returncode)
             if proc.returncode != 0:
                 errors.append(proc.stderr.read()[-300:])
+            if proc.returncode == 0:
+                break  # the grid is complete: no moment is left to kill
             continue
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -167,7 +179,7 @@ def main() -> None:
     ap.add_argument("--storage", nargs="+", default=["sqlite", "postgresql"],
                     choices=["sqlite", "postgresql"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-delay", type=float, default=2.5,
+    ap.add_argument("--max-delay", type=float, default=1.0,
                     help="longest wait, once a trial runs, before a kill (s)")
     ap.add_argument("--surplus", action="store_true", help="run the 4 workers x 60 trials check")
     args = ap.parse_args()

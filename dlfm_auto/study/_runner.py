@@ -207,8 +207,9 @@ def queue_missing_grid_points(study: optuna.Study, spec: StudySpec) -> None:
     """Exact grid coverage: queue each point with no finished, running or queued trial.
 
     A trial stands for its queued point (``trial_point``), not for the parameters it had drawn
-    when it was killed: a grid trial killed after drawing one value still covers (or, failed,
-    counts a failure for) its whole point.
+    when it was killed: a grid trial killed after drawing one value still covers its whole
+    point. A point is given up after ``MAX_GRID_RETRIES`` trials failed with an error (not
+    kills).
     """
     g = guarded(study._storage)
     with g.exclusive() if g is not None else contextlib.nullcontext():
@@ -217,7 +218,8 @@ def queue_missing_grid_points(study: optuna.Study, spec: StudySpec) -> None:
             k = _key(trial_point(t))
             if t.state in LIVE:
                 covered.add(k)
-            elif t.state == TrialState.FAIL:
+            elif t.state == TrialState.FAIL and "traceback" in t.user_attrs:
+                # only errors count: a point whose process was killed is re-run, however often
                 failures[k] = failures.get(k, 0) + 1
         for point in grid_points(spec):
             k = _key(point)

@@ -42,7 +42,7 @@ from dlfm_auto._urls import DEFAULT_STORAGE, display_url, mask_secrets  # noqa: 
 
 #: States that hold a slot of the study's total (finished, running, queued).
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-MAX_RETRIES = 3  # re-runs of one trial killed with its process
+MAX_RETRIES = 10  # re-runs of one trial whose process died (a trial that kills it: not for ever)
 
 # Heartbeats and stale-trial retry are "experimental" in Optuna since 2.8; we rely on them on
 # purpose, so their warnings would only be noise for users.
