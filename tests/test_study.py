@@ -557,3 +557,22 @@ time.sleep(60)
     assert "no studies" in capsys.readouterr().out
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert "junk" not in tables and "studies" in tables  # the half-done write was rolled back
+
+
+def test_grid_point_killed_often_is_still_rerun_but_errors_give_up(tmp_path, small_site):
+    """Kills never use up a point's retries; three trials failed with an error do."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    spec = build_spec("ann", _prep(small_site, sequence_length=3), length_given=True,
+                      sampler="grid", max_epochs=1, pruner="none")
+    study = create_or_resume(url, "r", spec)
+    for _ in range(4):  # killed four times: no traceback recorded
+        trial = study.ask()
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study = create_or_resume(url, "r", spec)
+        assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
+    for _ in range(3):  # an error each time
+        trial = study.ask()
+        study._storage.set_trial_user_attr(trial._trial_id, "traceback", "ValueError")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study = create_or_resume(url, "r", spec)
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 0
