@@ -576,3 +576,22 @@ def test_grid_point_killed_often_is_still_rerun_but_errors_give_up(tmp_path, sma
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study = create_or_resume(url, "r", spec)
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 0
+
+
+def test_trial_of_another_host_is_waited_for_then_rerun(tmp_path, small_site, monkeypatch,
+                                                         capsys):
+    """A RUNNING trial of another host: the run says it waits, re-runs it once it is stale."""
+    monkeypatch.setenv("DLFM_AUTO_HEARTBEAT", "1")
+    monkeypatch.setenv("DLFM_AUTO_GRACE", "2")
+    url = f"sqlite:///{tmp_path}/o.db"
+    spec = build_spec("ann", _prep(small_site, sequence_length=3), length_given=True,
+                      sampler="grid", max_epochs=1, pruner="none")
+    study = create_or_resume(url, "o", spec)
+    trial = study.ask()  # the one grid point, "running elsewhere"
+    study._storage.set_trial_user_attr(trial._trial_id, "host", "elsewhere")
+    study._storage.record_heartbeat(trial._trial_id)
+    res = work(WorkerOptions(url, "o", report_errors=True))
+    err = capsys.readouterr().err
+    assert "waiting for 1 running trial(s), some on other hosts (elsewhere)" in err
+    assert res == 1 and res.complete == 1
+    assert _states(url, "o") == {"FAIL": 1, "COMPLETE": 1}
