@@ -17,8 +17,6 @@ autocorrelated). With 3 folds these intervals are wide, honestly so.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +39,10 @@ from dlfm_auto.reports._common import (
     write_json,
 )
 from dlfm_auto.reports._options import check_options
+from dlfm_auto.study._memory_units import DEFAULT_LENGTHS, MEMORY_ATTR, MemoryUnits, queue_units
 from dlfm_auto.study._spec import check_study_name
 from dlfm_auto.study._storage import open_storage
-from dlfm_auto.training import baselines, predict, r2_mse, train_split
-
-MEMORY_ATTR = "dlfm_auto.memory"
-DEFAULT_LENGTHS = (1, 3, 7, 14, 30, 60, 90, 120)
+from dlfm_auto.training import baselines
 
 
 def parse_params(text: str) -> dict[str, Any]:
@@ -97,104 +93,10 @@ def _default_params(family: str) -> dict[str, Any]:
     return {k: v[0] for k, v in sorted(grid.items())}
 
 
-def unit_study_name(family: str, site: str | None, params: dict, prep: PrepareConfig,
-                    lengths: tuple[int, ...], max_epochs: int | None) -> str:
-    # "v": 2 = units scored on CV folds with anomaly R² (issue 10); older units are not mixed in
-    blob = json.dumps({"p": params, "s": prep.settings(), "L": lengths, "e": max_epochs, "v": 2},
-                      sort_keys=True, default=str)
-    return f"memory-{family}-{site or 'site'}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
-
-
-class MemoryObjective:
-    """One (L, seed) unit: CV folds of the training years, plus the held-out years beside."""
-
-    def __init__(self, spec: dict[str, Any], device: str | None = None) -> None:
-        self.spec = spec
-        self.family = get_family(spec["family"])
-        self.device = device
-        prep = dict(spec["prep"])
-        if prep.get("columns") is not None:
-            prep["columns"] = tuple(prep["columns"])
-        self.prep = PrepareConfig(**prep)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        lengths = self.spec["lengths"]
-        L = trial.suggest_categorical("sequence_length", list(lengths))
-        seed = trial.suggest_categorical("seed", list(range(self.spec["num_models"])))
-        ds = prepare(self.prep.replace(sequence_length=L, match_length=max(lengths)))
-        params = self.spec["params"]
-        # The family's own budget (epochs, or every boosting round / tree), capped only by
-        # --max-epochs: trees are not cut to 100 for lack of an ``epochs`` parameter.
-        cap = self.spec.get("max_epochs")
-        cv, chosen = [], []
-        for i, split in enumerate(ds.cv_splits()):
-            res = train_split(self.family, params, split, max_epochs=cap,
-                              patience=int(self.spec.get("patience", 50)),
-                              seed=1000 * seed + i, device=self.device)
-            cv.append(_year_record(split.val_years[0], split, res.mse))
-            chosen.append(int(res.best_epoch))
-        trial.set_user_attr("cv_years", cv)
-        trial.set_user_attr("best_epochs", chosen)
-        if ds.eval_years:
-            ev = ds.eval_split()
-            budget = (max(1, round(float(np.mean(chosen))) + 1)
-                      if self.family.kind == "torch" or self.family.name == "xgboost" else cap)
-            if cap and budget:
-                budget = min(budget, cap)
-            res = train_split(self.family, params, ev, max_epochs=budget, patience=10**9,
-                              seed=1000 * seed + 999, device=self.device, restore_best=False)
-            pred = predict(self.family, res.model, ev.X_val)
-            sy = ds.season_year[np.isin(ds.season_year, ds.eval_years)]
-            clim = baselines.climatology(ev.train_days, ev.y_train)[
-                baselines.day_of_year(ev.val_days)]
-            recs = []
-            for y in ds.eval_years:
-                m = sy == y
-                recs.append(_record(int(y), ev.y_val[m], pred[m], clim[m]))
-            trial.set_user_attr("eval_years", recs)
-        return float(np.mean([r["r2"] for r in cv]))
-
-
-def _record(year: int, obs: np.ndarray, pred: np.ndarray, clim: np.ndarray) -> dict[str, Any]:
-    """One scored year: n, R², MSE, anomaly R² (observed minus climatology)."""
-    obs = np.asarray(obs, dtype=np.float64)
-    r2, mse = r2_mse(obs, pred)
-    a = obs - clim
-    sst = float(np.sum((a - a.mean()) ** 2))
-    return {"year": year, "n": int(len(obs)), "r2": r2, "mse": mse,
-            "anom_r2": baselines.anomaly_r2(mse, len(obs), sst)}
-
-
-def _year_record(year: int, split: Any, mse: float) -> dict[str, Any]:
-    """One CV fold (a year): the fold model's MSE turned into R² and anomaly R²."""
-    obs = np.asarray(split.y_val, dtype=np.float64)
-    sst = float(np.sum((obs - obs.mean()) ** 2))
-    return {"year": int(year), "n": int(len(obs)), "mse": float(mse),
-            "r2": 1.0 - mse * len(obs) / sst if sst > 0 else float("nan"),
-            "anom_r2": baselines.anomaly_r2(mse, len(obs), baselines.anomaly_sst(split))}
-
-
-def queue_units(study: optuna.Study, lengths: tuple[int, ...], num_models: int) -> int:
-    """Queue each (L, seed) with no finished, running or queued trial. Returns units queued."""
-    optuna.storages.fail_stale_trials(study)
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    have = set()
-    for t in study.get_trials(deepcopy=False, states=live):
-        p = t.params or t.system_attrs.get("fixed_params", {})
-        have.add((p.get("sequence_length"), p.get("seed")))
-    n = 0
-    for L in lengths:
-        for s in range(num_models):
-            if (L, s) not in have:
-                study.enqueue_trial({"sequence_length": L, "seed": s})
-                n += 1
-    return n
-
-
 def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | None, *,
                   lengths: tuple[int, ...] | None = None, num_models: int = 3,
                   params_source: str = "best", max_epochs: int | None = None,
-                  out_root: Path = REPORTS_DIR, device: str | None = None,
+                  out_root: Path = REPORTS_DIR,
                   n_jobs: int = 1, study_name: str | None = None, data: str | None = None
                   ) -> Path:
     """The memory curve of ``family`` on ``prep``'s samples; or, with ``study_name``, on that
@@ -233,28 +135,26 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     params = resolve_params(params_source, family, storage_url, site_study)
     if not fam.sequence and "feed" in params and params["feed"] == "today":
         params["feed"] = "flatten"  # a memory curve needs the window
-    name = unit_study_name(family, site, params, prep, lengths, max_epochs)
+    units = MemoryUnits(family=family, params=params, lengths=lengths, num_models=num_models,
+                        prep=prep, max_epochs=max_epochs, data_sha256=ds.source.sha256)
+    name = units.study_name(site)
     check_study_name(name)  # a unit study is created below
     dest = report_dir(out_root, study_name or name, "memory")  # before the study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 load_if_exists=True)
-    spec = {"kind": "memory", "family": family, "params": params, "lengths": list(lengths),
-            "num_models": num_models, "max_epochs": max_epochs, "patience": 50,
-            "prep": {"data": prep.data, **prep.settings()}, "data_sha256": ds.source.sha256}
-    study.set_user_attr(MEMORY_ATTR, json.loads(json.dumps(spec, default=str)))
+    study.set_user_attr(MEMORY_ATTR, units.to_attr())
     study.set_user_attr("family", family)
     study.set_user_attr("site", site)
     queue_units(study, lengths, num_models)
-    total = len(lengths) * num_models
+    total = units.total
     import sys
 
     from dlfm_auto.study._runner import ProgressPoller
 
     with ProgressPoller(storage_url, name, total, enabled=sys.stderr.isatty()):
-        run_workers(WorkerOptions(storage_url=storage_url, study_name=name, device=device),
-                    n_jobs, None)
+        run_workers(WorkerOptions(storage_url=storage_url, study_name=name), n_jobs, None)
     units = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(units) < total:
         raise UserError(f"{total - len(units)} memory units did not finish; run the same "

@@ -32,6 +32,7 @@ from dlfm_auto._errors import UserError
 from dlfm_auto._urls import display_url, mask_secrets
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._memory_units import MemoryObjective, load_units
 from dlfm_auto.study._objective import (
     FINISHED,
     Objective,
@@ -344,14 +345,12 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(opts.storage_url, must_exist=True)
     study = load_study(storage, opts.study_name, opts.storage_url)
-    from dlfm_auto.reports._memory import MEMORY_ATTR, MemoryObjective
-
-    if MEMORY_ATTR in study.user_attrs:
-        mem = study.user_attrs[MEMORY_ATTR]
+    units = load_units(study)
+    if units is not None:
         if opts.data_override:
-            mem = {**mem, "prep": {**mem["prep"], "data": opts.data_override}}
-        objective: Callable = MemoryObjective(mem, device=opts.device)
-        total: float = len(mem["lengths"]) * mem["num_models"]
+            units = units.with_data(opts.data_override)
+        objective: Callable = MemoryObjective(units)
+        total: float = units.total
         queued_only = True
         catch: tuple[type[Exception], ...] = ()  # a report unit's error stops the report
     else:
