@@ -1,88 +1,31 @@
 """Command line: one subcommand per verb (``python -m dlfm_auto VERB ...``).
 
 User mistakes (:class:`UserError`) print one line and exit 2; Ctrl-C exits 130 after the
-verb has saved what it had. Verbs import their heavy modules lazily so ``--help`` is instant.
+verb has saved what it had. :data:`VERBS` is the one table of verbs: each verb's parser beside
+its handler (study and report verbs live in their packages). Handlers import their heavy
+modules lazily.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from dlfm_auto._arguments import Verb
 from dlfm_auto._errors import UserError
 from dlfm_auto._io import check_output_file
-
-_VERBS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def verb(name: str) -> Callable:
-    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable:
-        _VERBS[name] = fn
-        return fn
-
-    return deco
+from dlfm_auto.data._arguments import config_from_args, data_parent
+from dlfm_auto.data._config import DEFAULT_DATA
+from dlfm_auto.reports import _cli as reports_cli
+from dlfm_auto.study import _cli as study_cli
 
 
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from None
+def _prepare_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="write the daily table (CSV) here")
 
 
-def add_data_args(p: argparse.ArgumentParser, default_data: str | None = "data/data.csv") -> None:
-    """Options that define the samples; shared by prepare, run-study, worker and reports."""
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=default_data, help="flux file (CSV or .csv.gz)")
-    g.add_argument("--target", help="target column (default: first of NEE_PI, NEE_PI_F, NEE, FC)")
-    g.add_argument("--columns", nargs="+", metavar="COL", help="input columns, named exactly")
-    g.add_argument("--sequence-length", type=int, help="days per input window (L)")
-    g.add_argument("--eval-years", type=int, help="held-out last season years (default 3)")
-    g.add_argument("--folds", type=int, help="leave-one-year-out folds (default 3)")
-    g.add_argument("--ustar-mode", choices=["na", "drop", "drop-record", "off"],
-                   help="drop-record: DLFM's drop (low-USTAR records leave every column)")
-    g.add_argument("--ustar-threshold", type=float)
-    g.add_argument("--min-count", type=int, help="valid daylight half-hours per input per day")
-    g.add_argument("--nee-mode", choices=["daylight", "peak"])
-    g.add_argument("--season-start-month", type=int)
-    g.add_argument("--snow-season", choices=["any-record", "dlfm"],
-                   help="season years from D_SNOW: any-record (default) or the DLFM rule")
-    g.add_argument("--dd-qc-min", type=float,
-                   help="FLUXNET daily files: NEE with <target>_QC below this is missing (0.5)")
-    g.add_argument("--doy", action="store_true", default=None, help="add day of year as input")
-    g.add_argument("--stats-window", type=int, help="add rolling mean/var over N days")
-    g.add_argument("--lag-nee", action="store_true", default=None,
-                   help="nowcasting: feed yesterday's observed NEE as an input (the model "
-                        "then needs measured NEE up to the day before; not a forecast from "
-                        "weather alone). Adds the persistence baseline")
-    g.add_argument("--min-val-samples", type=int, help="minimum samples in a fold's year")
-    g.add_argument("--window-gap-days", type=int,
-                   help="inside a window, interpolate driver gaps of up to N missing days "
-                        "(default 3; the target day is always a measured day; 0: DLFM)")
-
-
-_CFG_FIELDS = (
-    "data", "target", "sequence_length", "eval_years", "folds", "ustar_mode", "ustar_threshold",
-    "min_count", "nee_mode", "season_start_month", "doy", "stats_window", "lag_nee",
-    "window_gap_days",
-    "min_val_samples", "snow_season", "dd_qc_min",
-)
-
-
-def config_from_args(args: argparse.Namespace, **overrides):
-    """A PrepareConfig from the data options that were given (unset ones keep defaults)."""
-    from dlfm_auto.data import PrepareConfig
-
-    kw = {f: getattr(args, f) for f in _CFG_FIELDS if getattr(args, f, None) is not None}
-    if getattr(args, "columns", None):
-        kw["columns"] = tuple(args.columns)
-    kw.update(overrides)
-    return PrepareConfig(**kw)
-
-
-@verb("prepare")
 def _prepare(args: argparse.Namespace) -> int:
     from dlfm_auto._io import atomic_write_text
     from dlfm_auto.data import load_daily, prepare
@@ -117,7 +60,12 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-@verb("demo-data")
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEFAULT_DATA)
+    p.add_argument("--years", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dlfm_auto.data import write_demo_site
 
@@ -128,37 +76,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The one table of verbs, in the order ``--help`` lists them.
+VERBS: dict[str, Verb] = {v.name: v for v in (
+    Verb("prepare", "build the daily table and print the filter report", _prepare_options,
+         _prepare, parents=(data_parent,)),
+    Verb("demo-data", "write a SYNTHETIC demo site (AmeriFlux BASE format)", _demo_options,
+         _demo),
+    *study_cli.VERBS,
+    *reports_cli.VERBS,
+)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dlfm_auto",
         description="Optuna-driven AutoML studies for daily NEE from flux-tower data.",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    sp = sub.add_parser("prepare", help="build the daily table and print the filter report")
-    add_data_args(sp)
-    sp.add_argument("--out", help="write the daily table (CSV) here")
-
-    sp = sub.add_parser("demo-data", help="write a SYNTHETIC demo site (AmeriFlux BASE format)")
-    sp.add_argument("--out", default="data/data.csv")
-    sp.add_argument("--years", type=int, default=6)
-    sp.add_argument("--seed", type=int, default=0)
-
-    for extend in _EXTENSIONS:
-        extend(sub)
+    for v in VERBS.values():
+        v.build(sub.add_parser(v.name, help=v.help, parents=[make() for make in v.parents]))
     return p
 
 
-#: Other modules add their verbs' parsers here (keeps this file about dispatch only).
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_verbs()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _VERBS[args.verb](args)
+        return VERBS[args.verb].run(args)
     except UserError as e:
         from dlfm_auto._urls import mask_secrets  # a password is never printed (last guard)
 
@@ -167,15 +111,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: everything finished so far is saved", file=sys.stderr)
         return 130
-
-
-def _load_verbs() -> None:
-    """Import the modules that register more verbs (study, reports)."""
-    import importlib
-
-    for mod in ("dlfm_auto.study._cli", "dlfm_auto.reports._cli"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name is None or not e.name.startswith(mod.rsplit(".", 1)[0]):
-                raise

@@ -16,6 +16,9 @@ from typing import Any
 
 from dlfm_auto._errors import UserError
 
+#: The data file when none is given (the demo site is written there too).
+DEFAULT_DATA = "data/data.csv"
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -46,7 +49,7 @@ class Interval:
 class PrepareConfig:
     """How a flux file becomes samples. Defaults follow the DLFM test bed (DESIGN §2)."""
 
-    data: str = "data/data.csv"
+    data: str = DEFAULT_DATA
     target: str | None = None  # None: first of NEE_PI, NEE_PI_F, NEE, FC, NEE_VUT_REF
     columns: tuple[str, ...] | None = None  # None: the documented default drivers present
     # daily aggregation
@@ -126,7 +129,7 @@ class PrepareConfig:
 #: so an old study's identity (which lacks them) still compares equal.
 _ADDED_DEFAULTS: dict[str, Any] = {"snow_season": "any-record", "dd_qc_min": 0.5}
 
-_CONSTRAINTS: dict[str, Any] = {
+CONSTRAINTS: dict[str, Any] = {
     "ppfd_threshold": Interval(float, 0, None),
     "sw_threshold": Interval(float, 0, None),
     "min_count": Interval(int, 1, 48),
@@ -147,30 +150,33 @@ _CONSTRAINTS: dict[str, Any] = {
 }
 
 
-def _allowed(rule: Any) -> str:
+def describe_rule(rule: Any) -> str:
+    """What a rule allows, in words (for error messages)."""
     if isinstance(rule, set):
         return "one of " + ", ".join(repr(v) for v in sorted(rule))
     if isinstance(rule, list):
-        return " or ".join("None" if r is None else _allowed(r) for r in rule)
+        return " or ".join("None" if r is None else describe_rule(r) for r in rule)
     return str(rule)
 
 
-def _ok(rule: Any, value: Any) -> bool:
+def rule_allows(rule: Any, value: Any) -> bool:
+    """Whether ``value`` obeys ``rule`` (a set of values, a list of alternatives, None, or an
+    object with ``check``)."""
     if rule is None:
         return value is None
     if isinstance(rule, set):
         return value in rule
     if isinstance(rule, list):
-        return any(_ok(r, value) for r in rule)
+        return any(rule_allows(r, value) for r in rule)
     return rule.check(value)
 
 
 def validate(cfg: PrepareConfig) -> None:
     """Raise UserError naming the first invalid setting and what is allowed."""
-    for name, rule in _CONSTRAINTS.items():
+    for name, rule in CONSTRAINTS.items():
         value = getattr(cfg, name)
-        if not _ok(rule, value):
-            raise UserError(f"invalid {name}={value!r}: must be {_allowed(rule)}")
+        if not rule_allows(rule, value):
+            raise UserError(f"invalid {name}={value!r}: must be {describe_rule(rule)}")
     if cfg.match_length is not None and cfg.match_length < cfg.sequence_length:
         raise UserError(
             f"invalid match_length={cfg.match_length}: must be >= sequence_length "

@@ -8,53 +8,46 @@ from __future__ import annotations
 
 import argparse
 
-from dlfm_auto import cli
+from dlfm_auto._arguments import Verb, artifacts_parent, csv_ints, storage_parent
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import DEFAULT_STORAGE
+from dlfm_auto.data._arguments import config_from_args, data_parent, given_data_options
+from dlfm_auto.reports._options import DEFAULT_LENGTHS
 
 
-def _extend(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a report under reports/")
+def _report_options(p: argparse.ArgumentParser) -> None:
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", default="reports", help="reports folder")
+    moved = argparse.ArgumentParser(add_help=False)
+    moved.add_argument("--data", help="the study's data file, if it moved (checked by hash)")
+    common = [storage_parent(), out]
 
-    f = kinds.add_parser("final", help="retrain the best parameters, evaluate held-out years")
+    f = kinds.add_parser("final", help="retrain the best parameters, evaluate held-out years",
+                         parents=[*common, moved])
     f.add_argument("study_name")
     f.add_argument("--num-models", type=int, default=5)
-    _common(f)
 
-    m = kinds.add_parser("memory", help="skill vs input sequence length (matched samples)")
+    m = kinds.add_parser("memory", help="skill vs input sequence length (matched samples)",
+                         parents=[data_parent(None), *common])
     m.add_argument("family", nargs="?", help="model family (default: the --study-name study's)")
     m.add_argument("--study-name", help="take the family, data, settings and best parameters "
                                         "from this study; the report goes to reports/STUDY/memory")
-    cli.add_data_args(m, default_data=None)
-    m.add_argument("--sequence-lengths", type=cli._csv_ints,
-                   help="comma list of L in days (default: 1,3,7,14,30,60,90,120)")
+    m.add_argument("--sequence-lengths", type=csv_ints,
+                   help="comma list of L in days (default: "
+                        f"{','.join(map(str, DEFAULT_LENGTHS))})")
     m.add_argument("--num-models", type=int, default=3)
     m.add_argument("--params", default="best",
                    help="best (the --study-name study, else the FAMILY-SITE study), a study "
                         "name, or k=v,k=v")
     m.add_argument("--max-epochs", type=int)
     m.add_argument("--n-jobs", type=int, default=1)
-    _common(m, data=False)
 
-    v = kinds.add_parser("variables", help="sensitivity by driver and lag")
+    v = kinds.add_parser("variables", help="sensitivity by driver and lag",
+                         parents=[*common, moved, artifacts_parent()])
     v.add_argument("study_name")
     v.add_argument("--lags", help="0..L or a list 0,1,7 (default: the whole window)")
-    v.add_argument("--artifact-dir")
-    _common(v)
 
 
-def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--storage", default=DEFAULT_STORAGE)
-    p.add_argument("--out", default="reports", help="reports folder")
-    if data:
-        p.add_argument("--data", help="the study's data file, if it moved (checked by hash)")
-
-
-cli._EXTENSIONS.append(_extend)
-
-
-@cli.verb("report")
 def report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -68,10 +61,9 @@ def report(args: argparse.Namespace) -> int:
 
         prep = None
         if args.study_name is None:
-            prep = cli.config_from_args(args)
+            prep = config_from_args(args)
         else:
-            given = [f"--{f.replace('_', '-')}" for f in (*cli._CFG_FIELDS, "columns")
-                     if f != "data" and getattr(args, f, None) is not None]
+            given = given_data_options(args, skip=("data",))
             if given:
                 raise UserError(f"report memory --study-name takes the data settings from the "
                                 f"study: drop {', '.join(given)} (--data only for a moved file)")
@@ -88,3 +80,7 @@ def report(args: argparse.Namespace) -> int:
                                 artifacts_dir=args.artifact_dir)
     print(f"report written to {dest}/ (index.html, report.md, metrics.json, PNG figures)")
     return 0
+
+
+#: The report verb (``dlfm_auto.cli`` lists it); its kinds are sub-verbs.
+VERBS = (Verb("report", "write a report under reports/", _report_options, report),)

@@ -38,8 +38,8 @@ from dlfm_auto.reports._common import (
     report_folder,
     write_json,
 )
-from dlfm_auto.reports._options import check_options
-from dlfm_auto.study._memory_units import DEFAULT_LENGTHS, MEMORY_ATTR, MemoryUnits, queue_units
+from dlfm_auto.reports._options import DEFAULT_LENGTHS, check_options
+from dlfm_auto.study._memory_units import MEMORY_ATTR, MemoryUnits, queue_units
 from dlfm_auto.study._spec import check_study_name
 from dlfm_auto.study._storage import open_storage
 from dlfm_auto.training import baselines

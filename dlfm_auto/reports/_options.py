@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlfm_auto._errors import UserError
-from dlfm_auto.data._config import _CONSTRAINTS as _PREP_RULES
-from dlfm_auto.data._config import Interval, _allowed, _ok
+from dlfm_auto.data._config import CONSTRAINTS as _PREP_RULES
+from dlfm_auto.data._config import Interval, describe_rule, rule_allows
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,14 @@ class Each:
 
     def check(self, value: Any) -> bool:
         return isinstance(value, list | tuple) and len(value) > 0 and all(
-            _ok(self.rule, v) for v in value)
+            rule_allows(self.rule, v) for v in value)
 
     def __str__(self) -> str:
-        return f"a non-empty list of {_allowed(self.rule)}"
+        return f"a non-empty list of {describe_rule(self.rule)}"
 
+
+#: ``report memory``'s sequence lengths (days) when none are given.
+DEFAULT_LENGTHS = (1, 3, 7, 14, 30, 60, 90, 120)
 
 #: The one table of what report options allow (names as in the CLI, with ``_``).
 RULES: dict[str, Any] = {
@@ -46,9 +49,9 @@ def check_options(**values: Any) -> None:
     """Raise UserError naming the first option whose value its rule does not allow."""
     for name, value in values.items():
         rule = RULES[name]
-        if not _ok(rule, value):
+        if not rule_allows(rule, value):
             shown = list(value) if isinstance(value, tuple) else value
-            raise UserError(f"invalid {name}={shown!r}: must be {_allowed(rule)}")
+            raise UserError(f"invalid {name}={shown!r}: must be {describe_rule(rule)}")
 
 
 def parse_lags(text: str | None) -> tuple[int, ...] | None:

@@ -8,96 +8,32 @@ import sys
 import time
 from pathlib import Path
 
-from dlfm_auto import cli
+from dlfm_auto._arguments import Verb, artifacts_parent, count, seconds, storage_parent
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import DEFAULT_STORAGE, display_url
+from dlfm_auto._urls import display_url
+from dlfm_auto.data._arguments import config_from_args, data_parent
+from dlfm_auto.data._config import DEFAULT_DATA
 
 
-def _count(minimum: int, what: str):
-    """argparse type: an integer >= ``minimum``; the message names the allowed values."""
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < minimum:
-            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: must be an integer >= "
-                                             f"{minimum}")
-        return v
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    """argparse type for --timeout: a positive number of seconds."""
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: must be a number of "
-                                         "seconds > 0")
-    return v
-
-
-def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; PostgreSQL: "
-                        "postgresql+psycopg://user@host/db; journal file: journal:///path)")
-    p.add_argument("--artifact-dir", help="model artifacts folder (default: beside the database)")
-
-
-def _extend(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run-study", help="create or resume a study and run its trials")
+def _run_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("family", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, xgboost, "
                                   "random_forest")
-    cli.add_data_args(p)
-    _add_storage(p)
     p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "wilcoxon", "none"])
-    p.add_argument("--n-trials", type=_count(0, "--n-trials"), default=20,
+    p.add_argument("--n-trials", type=count(0, "--n-trials"), default=20,
                    help="total trials wanted in the study (0: no total, workers decide)")
-    p.add_argument("--timeout", type=_seconds, help="stop starting trials after S seconds")
-    p.add_argument("--max-epochs", type=_count(1, "--max-epochs"), help="cap every epoch budget")
-    p.add_argument("--patience", type=_count(1, "--patience"), default=50,
+    p.add_argument("--timeout", type=seconds, help="stop starting trials after S seconds")
+    p.add_argument("--max-epochs", type=count(1, "--max-epochs"), help="cap every epoch budget")
+    p.add_argument("--patience", type=count(1, "--patience"), default=50,
                    help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=_count(0, "--n-jobs"), default=1,
+    p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=count(0, "--n-jobs"), default=1,
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("worker", help="join an existing study and run trials until it is done")
-    p.add_argument("study_name")
-    _add_storage(p)
-    p.add_argument("--data", help="local copy of the study's data file (checked by hash)")
-    p.add_argument("--n-trials", type=_count(1, "--n-trials"),
-                   help="stop after this many trials from this worker")
-    p.add_argument("--timeout", type=_seconds, help="stop starting trials after S seconds")
-    p.add_argument("--worker-id", type=_count(0, "--worker-id"), default=None,
-                   help="sampler stream (default: a fresh one from the study)")
 
-    p = sub.add_parser("studies", help="list the studies in a storage")
-    _add_storage(p)
-
-    p = sub.add_parser("best", help="print the best trial of a study")
-    p.add_argument("study_name")
-    _add_storage(p)
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("dashboard", help="open optuna-dashboard on the study storage")
-    _add_storage(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-
-
-cli._EXTENSIONS.append(_extend)
-
-
-@cli.verb("run-study")
 def run_study(args: argparse.Namespace) -> int:
     from dlfm_auto.study._artifacts import default_artifacts_dir
     from dlfm_auto.study._runner import (
@@ -110,10 +46,10 @@ def run_study(args: argparse.Namespace) -> int:
         run_workers,
     )
 
-    if args.data == "data/data.csv" and not Path(args.data).exists():
-        raise UserError("no data/data.csv: pass --data PATH, or run "
+    if args.data == DEFAULT_DATA and not Path(args.data).exists():
+        raise UserError(f"no {DEFAULT_DATA}: pass --data PATH, or run "
                         "`python -m dlfm_auto demo-data` to write a synthetic demo site")
-    prep = cli.config_from_args(args)
+    prep = config_from_args(args)
     spec = build_spec(
         args.family, prep, length_given=args.sequence_length is not None,
         sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
@@ -160,7 +96,16 @@ def _force_bar() -> bool:
     return os.environ.get("DLFM_AUTO_PROGRESS") == "1"
 
 
-@cli.verb("worker")
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name")
+    p.add_argument("--data", help="local copy of the study's data file (checked by hash)")
+    p.add_argument("--n-trials", type=count(1, "--n-trials"),
+                   help="stop after this many trials from this worker")
+    p.add_argument("--timeout", type=seconds, help="stop starting trials after S seconds")
+    p.add_argument("--worker-id", type=count(0, "--worker-id"), default=None,
+                   help="sampler stream (default: a fresh one from the study)")
+
+
 def worker(args: argparse.Namespace) -> int:
     from dlfm_auto.study._artifacts import BestModelSaver, default_artifacts_dir
     from dlfm_auto.study._runner import WorkerOptions, work
@@ -187,7 +132,10 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-@cli.verb("studies")
+def _no_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
 def studies(args: argparse.Namespace) -> int:
     import optuna
     from rich.console import Console
@@ -216,7 +164,11 @@ def studies(args: argparse.Namespace) -> int:
     return 0
 
 
-@cli.verb("best")
+def _best_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name")
+    p.add_argument("--json", action="store_true")
+
+
 def best(args: argparse.Namespace) -> int:
     from dlfm_auto.study._runner import load_study, study_summary
     from dlfm_auto.study._storage import open_storage
@@ -258,7 +210,11 @@ def skill_lines(b: dict) -> list[str]:
             f"anomaly R² (observed - climatology): {_num(b.get('anomaly_r2'))}"]
 
 
-@cli.verb("dashboard")
+def _dashboard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+
 def dashboard(args: argparse.Namespace) -> int:
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
@@ -281,11 +237,11 @@ def _check_port_free(host: str, port: int) -> None:
     error before anything is printed (the server itself fails after "Listening on ...")."""
     import socket
 
-    from dlfm_auto.data._config import Interval, _allowed, _ok
+    from dlfm_auto.data._config import Interval, describe_rule, rule_allows
 
     rule = Interval(int, 1, 65535)
-    if not _ok(rule, port):
-        raise UserError(f"invalid port={port}: must be {_allowed(rule)}")
+    if not rule_allows(rule, port):
+        raise UserError(f"invalid port={port}: must be {describe_rule(rule)}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
@@ -361,3 +317,18 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,
               file=sys.stderr)
         return 1
     return 0
+
+
+_STORE = (storage_parent, artifacts_parent)
+
+#: The study verbs, each parser beside its handler (``dlfm_auto.cli`` lists them).
+VERBS = (
+    Verb("run-study", "create or resume a study and run its trials", _run_study_options,
+         run_study, parents=(data_parent, *_STORE)),
+    Verb("worker", "join an existing study and run trials until it is done", _worker_options,
+         worker, parents=_STORE),
+    Verb("studies", "list the studies in a storage", _no_options, studies, parents=_STORE),
+    Verb("best", "print the best trial of a study", _best_options, best, parents=_STORE),
+    Verb("dashboard", "open optuna-dashboard on the study storage", _dashboard_options,
+         dashboard, parents=_STORE),
+)

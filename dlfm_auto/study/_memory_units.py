@@ -25,7 +25,6 @@ from dlfm_auto.models import get_family
 from dlfm_auto.training import baselines, predict, r2_mse, train_split
 
 MEMORY_ATTR = "dlfm_auto.memory"
-DEFAULT_LENGTHS = (1, 3, 7, 14, 30, 60, 90, 120)
 
 
 @dataclass(frozen=True)
