@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from dlfm_auto._urls import DEFAULT_STORAGE
+from dlfm_auto._urls import DEFAULT_STORAGE, StorageURL
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ def seconds(text: str) -> float:
 
 @cache
 def storage_parent() -> argparse.ArgumentParser:
-    """``--storage``: where the studies live (every verb that reads or writes a study)."""
+    """``--storage``: where the studies live (every verb that reads or writes a study), parsed
+    here, at the edge, into a :class:`StorageURL`."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
+    p.add_argument("--storage", type=StorageURL.parse, default=StorageURL.parse(DEFAULT_STORAGE),
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; PostgreSQL: "
                         "postgresql+psycopg://user@host/db; journal file: journal:///path)")
     return p

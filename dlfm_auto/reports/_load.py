@@ -10,10 +10,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
-from dlfm_auto.study._runner import load_spec
-from dlfm_auto.study._runner import load_study as load_named
+from dlfm_auto.study._runner import load_spec, load_study
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.study._storage import open_storage
 
 
 @dataclass
@@ -30,11 +28,6 @@ class StudyContext:
         from dlfm_auto.study._objective import trial_prep
 
         return trial_prep(self.spec, self.sequence_length)
-
-
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    return load_named(open_storage(storage_url, heartbeat=False, must_exist=True), name,
-                      storage_url)
 
 
 def check_data_file(spec: StudySpec, data_override: str | None = None) -> StudySpec:

@@ -70,7 +70,7 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
         base = _default_params(family)
         base.update(params)
         return base
-    from dlfm_auto.reports._load import load_study
+    from dlfm_auto.study._runner import load_study
 
     name = site_study if source == "best" else source
     try:
@@ -109,8 +109,8 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
                   n_jobs=n_jobs)
     check_writable(Path(out_root))  # before the work (the folder itself once its name is known)
     if study_name is not None:
-        from dlfm_auto.reports._load import check_data_file, load_study
-        from dlfm_auto.study._runner import load_spec
+        from dlfm_auto.reports._load import check_data_file
+        from dlfm_auto.study._runner import load_spec, load_study
 
         report_dir(out_root, study_name, "memory")
         source = load_spec(load_study(storage_url, study_name))
@@ -153,8 +153,9 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
 
     from dlfm_auto.study._runner import ProgressPoller
 
-    with ProgressPoller(storage_url, name, total, enabled=sys.stderr.isatty()):
-        run_workers(WorkerOptions(storage_url=storage_url, study_name=name), n_jobs, None)
+    with ProgressPoller(storage, name, total, enabled=sys.stderr.isatty()):
+        run_workers(WorkerOptions(storage_url=storage_url, study_name=name), n_jobs, None,
+                    storage=storage)
     units = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(units) < total:
         raise UserError(f"{total - len(units)} memory units did not finish; run the same "

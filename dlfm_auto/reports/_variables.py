@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto._errors import UserError
+from dlfm_auto._urls import StorageURL
 from dlfm_auto.data import prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.reports import _options
@@ -32,7 +33,6 @@ from dlfm_auto.reports._common import (
     write_json,
 )
 from dlfm_auto.reports._load import require_eval_years, study_context
-from dlfm_auto.study._artifacts import default_artifacts_dir
 from dlfm_auto.training import predict
 
 
@@ -145,7 +145,7 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
     ev = np.isin(ds.season_year, ds.eval_years)
     X_raw, y = ds.X[ev], ds.y[ev]
     measures: dict[str, list[np.ndarray]] = {}
-    arts = artifacts_dir or default_artifacts_dir(storage_url)
+    arts = artifacts_dir or StorageURL.parse(storage_url).artifacts_dir
     for model, norm in _models(ctx, fam, arts):
         Xn = norm.apply(X_raw)
         if getattr(fam, "kind", "torch") == "torch":

@@ -20,14 +20,6 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 ARTIFACT_ATTR = "model_artifact_id"
 
 
-def default_artifacts_dir(storage_url: str) -> str:
-    """``<folder of the SQLite file>/artifacts``; ``studies/artifacts`` for other storages."""
-    from dlfm_auto.study._storage import journal_path, sqlite_path
-
-    p = sqlite_path(storage_url) or journal_path(storage_url)
-    return str((p.parent if p is not None else Path("studies")) / "artifacts")
-
-
 def _model_payload(model: Any) -> Any:
     import torch
 

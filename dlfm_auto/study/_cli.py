@@ -7,12 +7,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlfm_auto._arguments import Verb, artifacts_parent, count, seconds, storage_parent
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import display_url
+from dlfm_auto._urls import StorageURL
 from dlfm_auto.data._arguments import config_from_args, data_parent
 from dlfm_auto.data._config import DEFAULT_DATA
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def _run_study_options(p: argparse.ArgumentParser) -> None:
@@ -35,7 +39,6 @@ def _run_study_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from dlfm_auto.study._artifacts import default_artifacts_dir
     from dlfm_auto.study._runner import (
         ProgressPoller,
         WorkerOptions,
@@ -56,37 +59,42 @@ def run_study(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
     )
     from dlfm_auto.study._space import feasible_space
+    from dlfm_auto.study._spec import check_study_name
+    from dlfm_auto.study._storage import open_storage
 
     note = feasible_space(spec).note
     if note:
         print(f"note: {note}")
     name = args.study_name or default_study_name(spec)
-    study = create_or_resume(args.storage, name, spec)
+    url = args.storage
+    check_study_name(name)  # before the storage is opened (opening creates a SQLite file)
+    storage = open_storage(url)  # once for this process: creation, the worker, progress, summary
+    study = create_or_resume(storage, name, spec)
     first_new = len(study.get_trials(deepcopy=False))
     total = study.user_attrs["n_trials"]
     done = finished_count(study)
-    print(f"study {name!r} in {display_url(args.storage)}: {spec.family} on {spec.data_name} "
+    print(f"study {name!r} in {args.storage.display}: {spec.family} on {spec.data_name} "
           f"(target {spec.target}; inputs {', '.join(spec.inputs)}); {done}/{total} finished")
     if args.n_jobs == 0 or (args.n_trials == 0 and args.sampler != "grid"):
         total_hint = "" if args.n_trials else " --n-trials N"
         print(f"created; workers join with: python -m dlfm_auto worker {name} "
-              f"--storage {display_url(args.storage)}{total_hint}")
+              f"--storage {args.storage.display}{total_hint}")
         return 0
-    artifacts = args.artifact_dir or default_artifacts_dir(args.storage)
+    artifacts = args.artifact_dir or url.artifacts_dir
     opts = WorkerOptions(
-        storage_url=args.storage, study_name=name, report_errors=args.n_jobs <= 1,
+        storage_url=url, study_name=name, report_errors=args.n_jobs <= 1,
         deadline=(time.time() + args.timeout) if args.timeout else None,
     )
     t0 = time.time()
     try:
-        with ProgressPoller(args.storage, name, total,
+        with ProgressPoller(storage, name, total,
                             enabled=not args.quiet and sys.stderr.isatty() or _force_bar()):
-            run_workers(opts, max(1, args.n_jobs), artifacts)
+            run_workers(opts, max(1, args.n_jobs), artifacts, storage=storage)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trials are saved in {display_url(args.storage)}; "
+        print(f"\ninterrupted: finished trials are saved in {args.storage.display}; "
               "run the same command to resume", file=sys.stderr)
         return 130
-    return _print_summary(args.storage, name, time.time() - t0, artifacts, first_new,
+    return _print_summary(storage, url, name, time.time() - t0, artifacts, first_new,
                           report_errors=args.n_jobs > 1)
 
 
@@ -107,7 +115,7 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from dlfm_auto.study._artifacts import BestModelSaver, default_artifacts_dir
+    from dlfm_auto.study._artifacts import BestModelSaver
     from dlfm_auto.study._runner import WorkerOptions, work
 
     opts = WorkerOptions(
@@ -115,7 +123,7 @@ def worker(args: argparse.Namespace) -> int:
         worker=args.worker_id, max_trials=args.n_trials, report_errors=True,
         deadline=(time.time() + args.timeout) if args.timeout else None,
     )
-    saver = BestModelSaver(args.artifact_dir or default_artifacts_dir(args.storage))
+    saver = BestModelSaver(args.artifact_dir or args.storage.artifacts_dir)
     try:
         r = work(opts, on_best=saver)
     except KeyboardInterrupt:
@@ -147,9 +155,9 @@ def studies(args: argparse.Namespace) -> int:
     storage = open_storage(args.storage, heartbeat=False, must_exist=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if not names:
-        print(f"no studies in {display_url(args.storage)}")
+        print(f"no studies in {args.storage.display}")
         return 0
-    table = Table(title=f"studies in {display_url(args.storage)}")
+    table = Table(title=f"studies in {args.storage.display}")
     for col in ("study", "family", "site", "complete", "pruned", "failed", "running",
                 "best R²", "last update"):
         table.add_column(col)
@@ -171,10 +179,8 @@ def _best_options(p: argparse.ArgumentParser) -> None:
 
 def best(args: argparse.Namespace) -> int:
     from dlfm_auto.study._runner import load_study, study_summary
-    from dlfm_auto.study._storage import open_storage
 
-    storage = open_storage(args.storage, heartbeat=False, must_exist=True)
-    study = load_study(storage, args.study_name, args.storage)
+    study = load_study(args.storage, args.study_name)
     s = study_summary(study, skill=True)
     if "best" not in s:
         raise UserError(f"study {args.study_name!r} has no complete trial yet")
@@ -219,14 +225,13 @@ def dashboard(args: argparse.Namespace) -> int:
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
-    from dlfm_auto.study._artifacts import default_artifacts_dir
     from dlfm_auto.study._storage import open_storage
 
     _check_port_free(args.host, args.port)
     storage = open_storage(args.storage, heartbeat=False, must_exist=True)
-    art = args.artifact_dir or default_artifacts_dir(args.storage)
+    art = args.artifact_dir or args.storage.artifacts_dir
     store = FileSystemArtifactStore(art) if Path(art).exists() else None
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {display_url(args.storage)} "
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {args.storage.display} "
           "(Ctrl-C to stop)")
     run_server(storage, host=args.host, port=args.port, artifact_store=store)
     return 0
@@ -267,7 +272,8 @@ def _note(study: object, b: dict, lines: list[str]) -> None:
         pass
 
 
-def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,
+def _print_summary(storage: optuna.storages.BaseStorage, url: StorageURL, name: str,
+                   seconds: float, artifacts: str,
                    first_new: int, report_errors: bool) -> int:
     """The end-of-run table; the first failure of this run (one line); the exit code."""
     import optuna
@@ -276,9 +282,8 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,
     from rich.table import Table
 
     from dlfm_auto.study._runner import failure_line, study_summary
-    from dlfm_auto.study._storage import open_storage
 
-    study = optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
+    study = optuna.load_study(study_name=name, storage=storage)
     s = study_summary(study, skill=True)
     c = s["counts"]
     new = [t for t in study.get_trials(deepcopy=False) if t.number >= first_new]
@@ -303,9 +308,9 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,
             t.add_row(head, rest)
         _note(study, b, lines)
     t.add_row("wall time", f"{seconds:.1f} s")
-    t.add_row("stored in", display_url(storage_url))
+    t.add_row("stored in", url.display)
     t.add_row("models", artifacts)
-    t.add_row("dashboard", f"optuna-dashboard {display_url(storage_url)} --artifact-dir {artifacts}"
+    t.add_row("dashboard", f"optuna-dashboard {url.display} --artifact-dir {artifacts}"
                            f"   (or: python -m dlfm_auto dashboard)")
     Console(width=140).print(t)
     if bad and report_errors:  # one worker printed it as it happened otherwise

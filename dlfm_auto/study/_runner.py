@@ -29,7 +29,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import display_url, mask_secrets
+from dlfm_auto._urls import StorageURL, mask_secrets
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._memory_units import MemoryObjective, load_units
@@ -52,6 +52,7 @@ from dlfm_auto.study._spec import (
 from dlfm_auto.study._storage import (
     LIVE,
     TotalReached,
+    as_storage,
     fail_dead_local_trials,
     guarded,
     heartbeat_settings,
@@ -147,7 +148,8 @@ def load_spec(study: optuna.Study) -> StudySpec:
     return StudySpec.from_dict(raw)
 
 
-def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optuna.Study:
+def create_or_resume(storage: str | StorageURL | optuna.storages.BaseStorage, study_name: str,
+                     spec: StudySpec) -> optuna.Study:
     """Create the study or check the stored spec; fail dead trials; queue needed work.
 
     Everything from "does the study exist" to "spec stored, work queued" runs under the
@@ -156,7 +158,7 @@ def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optu
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_study_name(study_name)  # before the storage is touched
-    storage = open_storage(storage_url)
+    storage = as_storage(storage)
     g = guarded(storage)
     with g.exclusive() if g is not None else contextlib.nullcontext():
         try:
@@ -248,7 +250,7 @@ def waiting_count(study: optuna.Study) -> int:
 
 @dataclass
 class WorkerOptions:
-    storage_url: str
+    storage_url: str | StorageURL
     study_name: str
     worker: int | None = None  # sampler stream; None: a fresh slot from the study
     threads: int = 1
@@ -329,7 +331,8 @@ def failure_line(t: FrozenTrial) -> str:
     return f"trial {t.number} failed: {t.user_attrs.get('error', 'no error recorded')}{where}"
 
 
-def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
+def work(opts: WorkerOptions, on_best: Callable | None = None,
+         storage: optuna.storages.BaseStorage | None = None) -> WorkResult:
     """Run trials until the study holds its total of finished trials. Returns trials run.
 
     The study says what its trials are: a search study (``dlfm_auto.spec``) or the (L, seed)
@@ -337,14 +340,14 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> WorkResult:
     trial is created only while the study's finished + running + queued trials are under its
     total (checked atomically by the storage): no surplus trial is created and then failed.
     A study with no total (``--n-trials 0``) runs what the worker asks (``max_trials`` or until
-    ``deadline``).
+    ``deadline``). ``storage``: the one this process already opened for ``opts.storage_url``.
     """
     import torch
 
     torch.set_num_threads(opts.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(opts.storage_url, must_exist=True)
-    study = load_study(storage, opts.study_name, opts.storage_url)
+    study = load_study(storage or open_storage(opts.storage_url, must_exist=True),
+                       opts.study_name)
     units = load_units(study)
     if units is not None:
         if opts.data_override:
@@ -454,8 +457,11 @@ def _wait_for(study: optuna.Study, running: list[FrozenTrial], said: bool,
     return said
 
 
-def load_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> optuna.Study:
-    """Load a study by name; an unknown name lists the closest names (password masked)."""
+def load_study(storage: str | StorageURL | optuna.storages.BaseStorage, name: str
+               ) -> optuna.Study:
+    """Load a study by name (a URL is opened read-only and must exist); an unknown name lists
+    the closest names (password masked)."""
+    storage = as_storage(storage, heartbeat=False, must_exist=True)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -465,7 +471,9 @@ def load_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> opt
         hint = close_matches(name, names)
         more = (f"; closest: {', '.join(hint)}" if hint else
                 f"; studies there: {', '.join(names[:8])}" if names else "; it holds no study")
-        raise UserError(f"no study named {name!r} in {display_url(url)}{more}") from None
+        g = guarded(storage)
+        where = f" in {g.location.display}" if g is not None and g.location is not None else ""
+        raise UserError(f"no study named {name!r}{where}{more}") from None
 
 
 def _others_fill_total(study: optuna.Study, total: float) -> bool:
@@ -507,17 +515,18 @@ def _worker_entry(opts: WorkerOptions, artifacts_dir: str | None) -> None:
 
 
 def run_workers(opts: WorkerOptions, n_jobs: int, artifacts_dir: str | None,
-                progress: Callable[[], None] | None = None) -> None:
+                storage: optuna.storages.BaseStorage | None = None) -> None:
     """Run ``n_jobs`` workers: in this process for 1, else as spawned processes.
 
-    Each process takes its own sampler stream (``worker_slot``). A worker process that stopped
+    ``storage``: this process's opened storage (used by the in-process worker). Each process
+    takes its own sampler stream (``worker_slot``). A worker process that stopped
     on a user error (it printed the one line) makes the whole run a user error.
     """
     from dlfm_auto.study._artifacts import BestModelSaver
 
     if n_jobs <= 1:
         saver = BestModelSaver(artifacts_dir) if artifacts_dir else None
-        work(opts, on_best=saver)
+        work(opts, on_best=saver, storage=storage)
         return
     ctx = mp.get_context("spawn")
     procs = []
@@ -544,8 +553,9 @@ def run_workers(opts: WorkerOptions, n_jobs: int, artifacts_dir: str | None,
 class ProgressPoller:
     """Polls the storage in a thread and drives a rich progress bar (any number of workers)."""
 
-    def __init__(self, storage_url: str, study_name: str, total: int, enabled: bool = True):
-        self.url, self.name, self.total, self.enabled = storage_url, study_name, total, enabled
+    def __init__(self, storage: str | StorageURL | optuna.storages.BaseStorage, study_name: str,
+                 total: int, enabled: bool = True):
+        self.storage, self.name, self.total, self.enabled = storage, study_name, total, enabled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -570,8 +580,8 @@ class ProgressPoller:
             TimeRemainingColumn,
         )
 
-        storage = open_storage(self.url, heartbeat=False)
-        study = optuna.load_study(study_name=self.name, storage=storage)
+        study = optuna.load_study(study_name=self.name,
+                                  storage=as_storage(self.storage, heartbeat=False))
         start_done = finished_count(study)
         cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),

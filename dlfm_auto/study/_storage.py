@@ -38,7 +38,12 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import DEFAULT_STORAGE, display_url, mask_secrets  # noqa: F401 (re-exported)
+from dlfm_auto._urls import (  # noqa: F401 (re-exported)
+    DEFAULT_STORAGE,
+    StorageURL,
+    display_url,
+    mask_secrets,
+)
 
 #: States that hold a slot of the study's total (finished, running, queued).
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -56,36 +61,10 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def is_in_memory(url: str) -> bool:
-    """``sqlite://``, ``sqlite:///`` and ``sqlite:///:memory:`` live only inside one process."""
-    if not url.startswith("sqlite:"):
-        return False
-    rest = url[len("sqlite:") :].split("?", 1)[0].lstrip("/")
-    return rest in ("", ":memory:")
-
-
-def sqlite_path(url: str) -> Path | None:
-    """File path of a ``sqlite:///`` URL (None for other storages or in-memory SQLite)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    rest = url[len("sqlite:///") :].split("?", 1)[0]
-    return None if rest in ("", ":memory:") else Path(rest)
-
-
-def journal_path(url: str) -> Path | None:
-    """Journal file of a ``journal://`` URL or a bare ``*.journal``/``*.log`` path.
-
-    ``journal:///abs/path.journal`` (three slashes: empty host, then an absolute path, as in a
-    ``file://`` URL) is ``/abs/path.journal``; ``journal://rel/path.journal`` and a bare path
-    are relative to the current folder.
-    """
-    if url.startswith("journal://"):
-        rest = url[len("journal://") :]
-        # journal:////abs (four slashes, SQLAlchemy's absolute form) is /abs too, not //abs
-        return Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
-    if "://" not in url and url.endswith((".journal", ".log")):
-        return Path(url)
-    return None
+def journal_path(url: str | StorageURL) -> Path | None:
+    """Journal file of a ``journal://`` URL or a bare ``*.journal``/``*.log`` path."""
+    u = StorageURL.parse(url)
+    return u.path if u.kind == "journal" else None
 
 
 def check_writable(path: Path) -> None:
@@ -246,6 +225,8 @@ class _Guarded:
     """Mixin for Optuna storages: an exclusive section, a creation cap, trial owners."""
 
     _lock: Any = None
+    #: The URL it was opened from (messages name it, password masked)
+    location: StorageURL | None = None
     #: (study_id, total): creating a trial beyond ``total`` live trials raises TotalReached
     cap: tuple[int, float] | None = None
 
@@ -418,21 +399,25 @@ def fail_dead_local_trials(study: optuna.Study) -> int:
     return n
 
 
-def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exist: bool = False
-                 ) -> optuna.storages.BaseStorage:
+def open_storage(url: str | StorageURL = DEFAULT_STORAGE, *, heartbeat: bool = True,
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``; user-facing errors (password masked) for bad URLs/files.
 
     ``heartbeat=True`` is for processes that write (run-study, workers, memory units): the
     storage must be writable and gets heartbeats; read-only verbs pass ``heartbeat=False``.
+    A verb opens its storage once and passes it on (each opening re-runs the file checks).
     """
-    shown = display_url(url)
-    if is_in_memory(url):
+    u = StorageURL.parse(url)
+    shown = u.display
+    if u.kind == "sqlite-memory":
         raise UserError(f"storage {shown!r} is an in-memory database that vanishes when this "
                         f"process ends; pass a file (sqlite:///studies/dlfm.db) or a server URL")
-    jpath = journal_path(url)
-    if jpath is not None:
-        return _open_journal(jpath, heartbeat=heartbeat, must_exist=must_exist)
-    spath = sqlite_path(url)
+    if u.kind == "journal":
+        journal = _open_journal(u.path, heartbeat=heartbeat, must_exist=must_exist)
+        journal.location = u
+        return journal
+    url = u.url
+    spath = u.path if u.kind == "sqlite" else None
     engine_kwargs: dict = {}
     lock: _FileLock | None = None
     if spath is not None:
@@ -446,7 +431,7 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exi
         if heartbeat or not spath.exists():
             spath.parent.mkdir(parents=True, exist_ok=True)
             lock = _FileLock(spath.with_name(spath.name + ".lock"))
-    elif url.startswith("postgresql"):
+    elif u.kind == "postgresql":
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     kw: dict = {}
     if heartbeat:
@@ -466,7 +451,17 @@ def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exi
         raise UserError(f"cannot open study storage {shown!r}: {msg}") from None
     storage._lock = lock if lock is not None else (
         _AdvisoryLock(storage.engine) if storage.engine.dialect.name == "postgresql" else None)
+    storage.location = u
     return storage
+
+
+def as_storage(storage: str | StorageURL | optuna.storages.BaseStorage, *, heartbeat: bool = True,
+               must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An opened storage as it is; a URL opened by :func:`open_storage`. Functions that take
+    either let a verb open its storage once and pass it to each step."""
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    return open_storage(storage, heartbeat=heartbeat, must_exist=must_exist)
 
 
 def _open_journal(path: Path, *, heartbeat: bool, must_exist: bool) -> GuardedJournalStorage:
