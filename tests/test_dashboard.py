@@ -63,6 +63,7 @@ def test_dashboard_api_lists_the_study(dashboard):
     assert "dash" in names
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_dashboard_renders_in_headless_chromium(dashboard):
     base, tmp = dashboard

@@ -106,6 +106,7 @@ def test_changed_settings_are_refused(tmp_path, small_site):
                                               n_trials=1, max_epochs=1))
 
 
+@pytest.mark.slow  # two spawned worker processes (about 35 s on 2 cores)
 def test_grid_covers_every_point_once_with_two_workers(tmp_path, small_site):
     url = f"sqlite:///{tmp_path}/g.db"
     spec = build_spec("lstm", _prep(small_site, sequence_length=3), length_given=True,
