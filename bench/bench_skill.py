@@ -90,7 +90,8 @@ def studies(trials: int, max_epochs: int, xgb_rounds: int, out: Path) -> None:
 
     from dlfm_auto.reports._final import final_report
     from dlfm_auto.study import build_spec, create_or_resume, open_storage
-    from dlfm_auto.study._runner import WorkerOptions, study_summary, work
+    from dlfm_auto.study._progress import study_summary
+    from dlfm_auto.study._worker import WorkerOptions, work
 
     url = f"sqlite:///{out}/skill.db"
     for family, cap in (("lstm", max_epochs), ("xgboost", xgb_rounds)):

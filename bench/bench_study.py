@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from dlfm_auto.data import PrepareConfig
 from dlfm_auto.models import get_family
 from dlfm_auto.study import build_spec, create_or_resume, open_storage
-from dlfm_auto.study._runner import WorkerOptions, run_workers, work
+from dlfm_auto.study._processes import run_workers
+from dlfm_auto.study._worker import WorkerOptions, work
 
 
 def prep() -> PrepareConfig:

@@ -14,7 +14,7 @@ from dlfm_auto.reports._final import final_report
 from dlfm_auto.reports._memory import memory_report
 from dlfm_auto.reports._variables import variables_report
 from dlfm_auto.study import build_spec, create_or_resume, open_storage
-from dlfm_auto.study._runner import WorkerOptions, work
+from dlfm_auto.study._worker import WorkerOptions, work
 
 # Two layers: over 3 seeds x (numba kernel, oneDNN), every 2-layer model put light and
 # temperature at lag 0, while one 1-layer model of six put its largest gradients 22-29 days

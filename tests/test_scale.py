@@ -20,7 +20,7 @@ from test_study import PG_URL, _pg_available
 
 from dlfm_auto.data import PrepareConfig
 from dlfm_auto.study import build_spec, create_or_resume, open_storage
-from dlfm_auto.study._runner import grid_points
+from dlfm_auto.study._objective import grid_points
 
 pg_only = pytest.mark.skipif(not _pg_available(),
                              reason="PostgreSQL not reachable on 127.0.0.1:5432 (.ci/run starts it)")

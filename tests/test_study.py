@@ -21,7 +21,9 @@ from dlfm_auto import UserError
 from dlfm_auto.cli import main
 from dlfm_auto.data import PrepareConfig
 from dlfm_auto.study import build_spec, create_or_resume, open_storage
-from dlfm_auto.study._runner import WorkerOptions, grid_points, run_workers, work
+from dlfm_auto.study._objective import grid_points
+from dlfm_auto.study._processes import run_workers
+from dlfm_auto.study._worker import WorkerOptions, work
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
-from dlfm_auto.study._runner import load_spec, load_study
+from dlfm_auto.study._create import load_spec, load_study
 from dlfm_auto.study._spec import StudySpec
 
 

@@ -70,7 +70,7 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
         base = _default_params(family)
         base.update(params)
         return base
-    from dlfm_auto.study._runner import load_study
+    from dlfm_auto.study._create import load_study
 
     name = site_study if source == "best" else source
     try:
@@ -102,7 +102,8 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     """The memory curve of ``family`` on ``prep``'s samples; or, with ``study_name``, on that
     study's data and settings (``data``: a moved copy of its file) with its best parameters
     (``params_source="best"``), written to ``<out>/<study>/memory/``."""
-    from dlfm_auto.study._runner import WorkerOptions, run_workers
+    from dlfm_auto.study._processes import run_workers
+    from dlfm_auto.study._worker import WorkerOptions
 
     lengths = DEFAULT_LENGTHS if lengths is None else tuple(lengths)
     check_options(sequence_lengths=lengths, num_models=num_models, max_epochs=max_epochs,
@@ -110,7 +111,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     check_writable(Path(out_root))  # before the work (the folder itself once its name is known)
     if study_name is not None:
         from dlfm_auto.reports._load import check_data_file
-        from dlfm_auto.study._runner import load_spec, load_study
+        from dlfm_auto.study._create import load_spec, load_study
 
         report_dir(out_root, study_name, "memory")
         source = load_spec(load_study(storage_url, study_name))
@@ -151,7 +152,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     total = units.total
     import sys
 
-    from dlfm_auto.study._runner import ProgressPoller
+    from dlfm_auto.study._progress import ProgressPoller
 
     with ProgressPoller(storage, name, total, enabled=sys.stderr.isatty()):
         run_workers(WorkerOptions(storage_url=storage_url, study_name=name), n_jobs, None,

@@ -13,12 +13,12 @@ _EXPORTS = {
     "DEFAULT_STORAGE": "dlfm_auto.study._storage",
     "open_storage": "dlfm_auto.study._storage",
     "StudySpec": "dlfm_auto.study._spec",
-    "WorkerOptions": "dlfm_auto.study._runner",
-    "build_spec": "dlfm_auto.study._runner",
-    "create_or_resume": "dlfm_auto.study._runner",
-    "load_spec": "dlfm_auto.study._runner",
-    "study_summary": "dlfm_auto.study._runner",
-    "work": "dlfm_auto.study._runner",
+    "WorkerOptions": "dlfm_auto.study._worker",
+    "build_spec": "dlfm_auto.study._create",
+    "create_or_resume": "dlfm_auto.study._create",
+    "load_spec": "dlfm_auto.study._create",
+    "study_summary": "dlfm_auto.study._progress",
+    "work": "dlfm_auto.study._worker",
     "load_best_models": "dlfm_auto.study._artifacts",
 }
 

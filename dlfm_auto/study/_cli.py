@@ -39,15 +39,10 @@ def _run_study_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from dlfm_auto.study._runner import (
-        ProgressPoller,
-        WorkerOptions,
-        build_spec,
-        create_or_resume,
-        default_study_name,
-        finished_count,
-        run_workers,
-    )
+    from dlfm_auto.study._create import build_spec, create_or_resume, default_study_name
+    from dlfm_auto.study._processes import run_workers
+    from dlfm_auto.study._progress import ProgressPoller, finished_count
+    from dlfm_auto.study._worker import WorkerOptions
 
     if args.data == DEFAULT_DATA and not Path(args.data).exists():
         raise UserError(f"no {DEFAULT_DATA}: pass --data PATH, or run "
@@ -116,7 +111,7 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
 
 def worker(args: argparse.Namespace) -> int:
     from dlfm_auto.study._artifacts import BestModelSaver
-    from dlfm_auto.study._runner import WorkerOptions, work
+    from dlfm_auto.study._worker import WorkerOptions, work
 
     opts = WorkerOptions(
         storage_url=args.storage, study_name=args.study_name, data_override=args.data,
@@ -149,7 +144,7 @@ def studies(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._progress import study_summary
     from dlfm_auto.study._storage import open_storage
 
     storage = open_storage(args.storage, heartbeat=False, must_exist=True)
@@ -178,7 +173,8 @@ def _best_options(p: argparse.ArgumentParser) -> None:
 
 
 def best(args: argparse.Namespace) -> int:
-    from dlfm_auto.study._runner import load_study, study_summary
+    from dlfm_auto.study._create import load_study
+    from dlfm_auto.study._progress import study_summary
 
     study = load_study(args.storage, args.study_name)
     s = study_summary(study, skill=True)
@@ -281,7 +277,8 @@ def _print_summary(storage: optuna.storages.BaseStorage, url: StorageURL, name: 
     from rich.console import Console
     from rich.table import Table
 
-    from dlfm_auto.study._runner import failure_line, study_summary
+    from dlfm_auto.study._progress import study_summary
+    from dlfm_auto.study._worker import failure_line
 
     study = optuna.load_study(study_name=name, storage=storage)
     s = study_summary(study, skill=True)

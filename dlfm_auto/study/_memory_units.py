@@ -1,7 +1,7 @@
 """Memory units: the (L, seed) trials of a ``report memory`` companion study.
 
 A memory report is a study like any other: its units are trials of an Optuna study
-(``memory-...``) run by the same worker loop (:func:`dlfm_auto.study._runner.work`), so an
+(``memory-...``) run by the same worker loop (:func:`dlfm_auto.study._worker.work`), so an
 interrupted report continues where it stopped and ``worker`` processes elsewhere can share the
 units. Its typed spec (:class:`MemoryUnits`) is stored in the study's user attribute
 ``MEMORY_ATTR``; the objective lives here, beside the search objective. ``reports`` only reads
