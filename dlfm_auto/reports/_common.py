@@ -28,6 +28,7 @@ import numpy as np
 
 from dlfm_auto._errors import UserError
 from dlfm_auto._io import atomic_write_text
+from dlfm_auto.training._result import r2_mse
 
 REPORTS_DIR = Path("reports")
 
@@ -41,9 +42,7 @@ def skill(obs: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     obs = np.asarray(obs, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     err = pred - obs
-    mse = float(np.mean(err**2))
-    sst = float(np.sum((obs - obs.mean()) ** 2))
-    nse = 1.0 - float(np.sum(err**2)) / sst if sst > 0 else float("nan")
+    nse, mse = r2_mse(obs, pred)
     r = float(np.corrcoef(obs, pred)[0, 1]) if len(obs) > 1 and np.std(pred) > 0 else float("nan")
     return {"r2": nse, "mse": mse, "rmse": math.sqrt(mse), "bias": float(err.mean()),
             "nse": nse, "r": r, "n": int(len(obs))}

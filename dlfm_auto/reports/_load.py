@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from dlfm_auto._errors import UserError
 from dlfm_auto.study._create import load_spec, load_study
+from dlfm_auto.study._objective import model_params, trial_length
+from dlfm_auto.study._progress import best_trial
 from dlfm_auto.study._spec import StudySpec
 
 
@@ -54,13 +56,10 @@ def study_context(storage_url: str, name: str, data_override: str | None = None
                   ) -> StudyContext:
     study = load_study(storage_url, name)
     spec = check_data_file(load_spec(study), data_override)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    best = best_trial(study)
+    if best is None:
         raise UserError(f"study {name!r} has no complete trial yet: run `run-study` first")
-    best = max(complete, key=lambda t: t.value)
-    params = {k: v for k, v in best.params.items() if k != "sequence_length"}
-    L = int(best.user_attrs.get("sequence_length", spec.prep.sequence_length))
-    return StudyContext(study, spec, best, params, L)
+    return StudyContext(study, spec, best, model_params(best.params), trial_length(spec, best))
 
 
 def require_eval_years(ctx: StudyContext) -> StudyContext:

@@ -71,6 +71,8 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
         base.update(params)
         return base
     from dlfm_auto.study._create import load_study
+    from dlfm_auto.study._objective import model_params
+    from dlfm_auto.study._progress import best_trial
 
     name = site_study if source == "best" else source
     try:
@@ -78,13 +80,12 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
     except UserError as e:
         raise UserError(f"no study to take {family} parameters from ({e}): pass --params "
                         "k=v,k=v (or a study name), or --study-name STUDY") from None
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
+    best = best_trial(study)
+    if best is None:
         raise UserError(f"study {name!r} has no complete trial to take parameters from")
     if study.user_attrs.get("family") not in (None, family):
         raise UserError(f"study {name!r} is a {study.user_attrs['family']} study, not {family}")
-    best = max(done, key=lambda t: t.value)
-    return {k: v for k, v in best.params.items() if k != "sequence_length"}
+    return model_params(best.params)
 
 
 def _default_params(family: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.training import baselines, predict, r2_mse, train_split
+from dlfm_auto.training._result import r2_from_sse
 
 MEMORY_ATTR = "dlfm_auto.memory"
 
@@ -145,7 +146,7 @@ def _year_record(year: int, split: Any, mse: float) -> dict[str, Any]:
     obs = np.asarray(split.y_val, dtype=np.float64)
     sst = float(np.sum((obs - obs.mean()) ** 2))
     return {"year": int(year), "n": int(len(obs)), "mse": float(mse),
-            "r2": 1.0 - mse * len(obs) / sst if sst > 0 else float("nan"),
+            "r2": r2_from_sse(mse * len(obs), sst),
             "anom_r2": baselines.anomaly_r2(mse, len(obs), baselines.anomaly_sst(split))}
 
 

@@ -80,8 +80,7 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
     per-fold anomaly sums of squares the objective records (None on trials of older studies
     that did not record them: their folds' models were chosen differently).
     """
-    L = int(trial.user_attrs.get("sequence_length", spec.prep.sequence_length))
-    b = study_baselines(spec, L)
+    b = study_baselines(spec, trial_length(spec, trial))
     cv = {k: dict(v) for k, v in b["cv"].items()}
     mse = trial.user_attrs.get("cv_mse")
     clim = cv.get("climatology", {}).get("cv_mse")
@@ -94,6 +93,17 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
                               for m, k, s in zip(fmse, n, sst, strict=True)]))
     return {"baselines": cv, "skill_vs_climatology": skill, "anomaly_r2": anom,
             "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
+
+
+def model_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's model parameters: its parameters without ``sequence_length``, which is a data
+    setting (the trial's L is :func:`trial_length`)."""
+    return {k: v for k, v in params.items() if k != "sequence_length"}
+
+
+def trial_length(spec: StudySpec, trial: Any) -> int:
+    """The window length L a finished trial was scored at (recorded by the objective)."""
+    return int(trial.user_attrs.get("sequence_length", spec.prep.sequence_length))
 
 
 class _FixedLength:
@@ -151,7 +161,7 @@ class Objective:
             L = int(params["sequence_length"])
         ds = prepare(trial_prep(spec, L))  # same target days for every searched L
         splits = ds.cv_splits()
-        params = {k: v for k, v in params.items() if k != "sequence_length"}
+        params = model_params(params)
         common = dict(max_epochs=spec.max_epochs, patience=spec.patience, device=self.device)
         if spec.pruner in ("median", "hyperband"):
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)

@@ -15,6 +15,12 @@ from dlfm_auto.study._objective import FINISHED
 from dlfm_auto.study._storage import as_storage
 
 
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the highest CV R² (None before the first one)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -82,11 +88,10 @@ def study_summary(study: optuna.Study, skill: bool = False) -> dict[str, Any]:
     """
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     out: dict[str, Any] = {"study": study.study_name, "counts": counts,
                            "user_attrs": dict(study.user_attrs)}
-    if complete:
-        best: FrozenTrial = max(complete, key=lambda t: t.value)
+    best = best_trial(study)
+    if best is not None:
         out["best"] = {
             "number": best.number, "value": best.value, "params": best.params,
             "cv_r2_sd": best.user_attrs.get("cv_r2_sd"),

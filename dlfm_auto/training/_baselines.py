@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.data import Split, cache_dir
-from dlfm_auto.training._result import r2_mse
+from dlfm_auto.training._result import r2_from_sse, r2_mse
 
 CLIM_WINDOW = 31  # days, circular
 BASELINES_VERSION = 1  # bump when a baseline's definition changes (invalidates caches)
@@ -89,7 +89,7 @@ def anomaly_sst(split: Split) -> float:
 
 def anomaly_r2(mse: float, n: int, sst_anom: float) -> float:
     """R² of a model on the anomalies, from its MSE on the split (see module docstring)."""
-    return 1.0 - float(mse) * int(n) / sst_anom if sst_anom > 0 else float("nan")
+    return r2_from_sse(float(mse) * int(n), sst_anom)
 
 
 def split_scores(split: Split) -> dict[str, Any]:

@@ -68,13 +68,18 @@ class CVResult:
         return float(sum(f.seconds for f in self.folds))
 
 
+def r2_from_sse(sse: float, sst: float) -> float:
+    """R² = 1 - SSE/SST; NaN when the observations are constant (SST = 0)."""
+    return 1.0 - sse / sst if sst > 0 else math.nan
+
+
 def r2_mse(obs: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """R² (1 - SSE/SST; NaN when the observations are constant) and MSE, in float64."""
+    """R² (:func:`r2_from_sse`) and MSE, in float64."""
     obs = np.asarray(obs, dtype=np.float64)
     err = np.asarray(pred, dtype=np.float64) - obs
     sse = float(np.sum(err**2))
     sst = float(np.sum((obs - obs.mean()) ** 2)) if len(obs) else 0.0
-    return (1.0 - sse / sst if sst > 0 else math.nan), sse / max(1, len(obs))
+    return r2_from_sse(sse, sst), sse / max(1, len(obs))
 
 
 def check_split(family: Any, params: dict[str, Any], split: Split) -> None:

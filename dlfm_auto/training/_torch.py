@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from dlfm_auto.data import Split
 from dlfm_auto.models._base import Feed
-from dlfm_auto.training._result import FoldResult, check_split, r2_mse
+from dlfm_auto.training._result import FoldResult, check_split, r2_from_sse, r2_mse
 
 #: Validation forward passes are chunked above this many windows (bounded memory).
 EVAL_CHUNK = 16384
@@ -263,7 +263,7 @@ def _val_r2(net: torch.nn.Module, Xva: torch.Tensor, yva: torch.Tensor, sst: flo
                                    - yva[i : i + EVAL_CHUNK]) ** 2))
                   for i in range(0, len(Xva), EVAL_CHUNK))
     # R² is invariant to the target's affine scaling: standardised units give the same value.
-    return 1.0 - sse / sst if sst > 0 else math.nan
+    return r2_from_sse(sse, sst)
 
 
 def predict_torch(model: Any, X: np.ndarray, batch: int = 8192) -> np.ndarray:

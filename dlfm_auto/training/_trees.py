@@ -10,7 +10,6 @@ needs.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.data import Split
-from dlfm_auto.training._result import FoldResult, check_split, r2_mse
+from dlfm_auto.training._result import FoldResult, check_split, r2_from_sse, r2_mse
 
 #: Rounds without validation improvement before XGBoost stops (at least; ``patience`` if more).
 EARLY_STOPPING_ROUNDS = 100
@@ -38,7 +37,7 @@ def _xgb_reporter(report: Callable[[int, float], None], y_val: np.ndarray, every
 
         def _r2(self, evals_log: dict) -> float:
             rmse = float(evals_log["validation_0"]["rmse"][-1])
-            return 1.0 - rmse**2 / var if var > 0 else math.nan
+            return r2_from_sse(rmse**2, var)  # per-sample SSE and SST: the same ratio
 
         def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
             if (epoch + 1) % every == 0:
@@ -111,14 +110,13 @@ def train_tree(
             est.set_params(callbacks=None)  # the closure must not be pickled with the model
         rmse = [float(v) for v in est.evals_result()["validation_0"]["rmse"]]
         var = float(np.var(np.asarray(split.y_val, dtype=np.float64)))
-        history["val_r2"] = [1.0 - r**2 / var if var > 0 else math.nan for r in rmse]
+        history["val_r2"] = [r2_from_sse(r**2, var) for r in rmse]
         rounds = len(rmse)
         if inner is not None:
             best = int(est.best_iteration)  # predict() uses the best iteration
             rin = est.evals_result()["validation_1"]["rmse"]
             vin = float(np.var(np.asarray(split.y_train[inner], dtype=np.float64)))
-            history["inner_r2"] = [1.0 - float(r) ** 2 / vin if vin > 0 else math.nan
-                                   for r in rin]
+            history["inner_r2"] = [r2_from_sse(float(r) ** 2, vin) for r in rin]
         else:
             best = rounds - 1
     else:
