@@ -1,4 +1,4 @@
-"""Model families: DLFM grids exactly as DESIGN §3, search spaces, builders, registry."""
+"""Model families: DLFM grids exactly as the DLFM test bed, search spaces, builders, registry."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dlfm_auto.models.xlstm import slstm_backend, slstm_positions
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# DESIGN §3, transcribed by hand: the parity target, not derived from the code under test.
+# The DLFM grids, transcribed by hand: the parity target, not derived from the code under test.
 DLFM_GRIDS = {
     "ann": {"layer_size": [8], "batch_size": [64], "epochs": [800], "lr": [1e-3],
             "weight_decay": [0.01]},

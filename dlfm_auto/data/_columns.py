@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from dlfm_auto._errors import UserError, close_matches, unknown_name_error
 
-#: Target resolution order when --target is not given (DESIGN §2; FLUXNET's NEE_VUT_REF last).
+#: Target resolution order when --target is not given (README; FLUXNET's NEE_VUT_REF last).
 TARGET_CANDIDATES = ("NEE_PI", "NEE_PI_F", "NEE", "FC", "NEE_VUT_REF")
 
 #: Default drivers: for each, the first alias present in the file is used.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """How a flux file becomes samples. Defaults follow the DLFM test bed (DESIGN §2)."""
+    """How a flux file becomes samples. Defaults follow the DLFM test bed (README: "What a sample
+    is")."""
 
     data: str = DEFAULT_DATA
     target: str | None = None  # None: first of NEE_PI, NEE_PI_F, NEE, FC, NEE_VUT_REF
@@ -85,7 +86,6 @@ class PrepareConfig:
     eval_years: int = 3
     folds: int = 3
     min_val_samples: int | None = None  # None: DLFM rule 200 - floor(sqrt(80 L))
-    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numpy scalars (np.int64(7)) become plain values
@@ -108,7 +108,7 @@ class PrepareConfig:
 
     def settings(self) -> dict[str, Any]:
         """JSON-able settings (everything but the data path), for study attributes."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("data")
         for name, default in _ADDED_DEFAULTS.items():
             if d[name] == default:  # studies made before the field existed stay identical

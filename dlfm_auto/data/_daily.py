@@ -1,4 +1,4 @@
-"""From flux records to the daily table: the DLFM "sample" semantics (DESIGN §2).
+"""From flux records to the daily table: the DLFM "sample" semantics (README: "What a sample is").
 
 Grouping uses integer day keys and ``np.bincount`` rather than pandas ``groupby``: the records
 are already in time order, so a day's records are one contiguous run. Every rule counts what it

@@ -9,7 +9,6 @@ from dlfm_auto.models._base import (
     Regressor,
     apply_feed,
     feed_width,
-    to_tabular,
 )
 
 FAMILIES: dict[str, Family] = {
@@ -40,5 +39,4 @@ __all__ = [
     "apply_feed",
     "feed_width",
     "get_family",
-    "to_tabular",
 ]

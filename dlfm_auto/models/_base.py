@@ -58,11 +58,6 @@ def apply_feed(X: ArrayT, feed: str) -> ArrayT:
     raise ValueError(f"unknown feed {feed!r}; one of {', '.join(FEEDS)}")
 
 
-def to_tabular(X: np.ndarray, feed: str) -> np.ndarray:
-    """Numpy spelling of :func:`apply_feed` (kept for callers that only hold arrays)."""
-    return apply_feed(X, feed)
-
-
 class Feed(nn.Module):
     """The torch input layer of non-sequence families: :func:`apply_feed` as a module."""
 
@@ -156,7 +151,7 @@ def suggest_feed(trial: optuna.Trial, lengths: tuple[int, ...]) -> dict[str, Any
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: search space, DLFM grid (exactly DESIGN §3) and builder.
+    """A model family: search space, DLFM grid (exactly as the DLFM test bed) and builder.
 
     ``sequence``: consumes (n, L, f) windows as sequences (RNN, LSTM, xLSTM); otherwise the
     window goes through a ``feed`` (``feeds`` lists the allowed ones, ``defaults["feed"]`` is

@@ -49,8 +49,8 @@ def final_budget(ctx: StudyContext) -> int | None:
     return min(budget, ctx.spec.max_epochs) if ctx.spec.max_epochs else budget
 
 
-def train_final_models(ctx: StudyContext, num_models: int, *, device: str | None = None,
-                       progress: Any = None) -> tuple[Any, list[Any]]:
+def train_final_models(ctx: StudyContext, num_models: int, *, progress: Any = None
+                       ) -> tuple[Any, list[Any]]:
     """``num_models`` seeds trained on the training years; returns (split, results)."""
     fam = get_family(ctx.spec.family)
     ds = prepare(ctx.prep)
@@ -59,16 +59,14 @@ def train_final_models(ctx: StudyContext, num_models: int, *, device: str | None
     results = []
     for seed in range(num_models):
         results.append(train_split(fam, ctx.params, split, max_epochs=budget, patience=10**9,
-                                   seed=ctx.spec.seed + 100 + seed, device=device,
-                                   restore_best=False))
+                                   seed=ctx.spec.seed + 100 + seed, restore_best=False))
         if progress is not None:
             progress()
     return split, results
 
 
 def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
-                 out_root: Path = REPORTS_DIR, data: str | None = None,
-                 device: str | None = None) -> Path:
+                 out_root: Path = REPORTS_DIR, data: str | None = None) -> Path:
     from rich.progress import Progress
 
     check_options(num_models=num_models)
@@ -78,8 +76,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
     ds = prepare(ctx.prep)
     with Progress(transient=True) as bar:
         task = bar.add_task(f"training {num_models} final models", total=num_models)
-        split, results = train_final_models(ctx, num_models, device=device,
-                                            progress=lambda: bar.advance(task))
+        split, results = train_final_models(ctx, num_models, progress=lambda: bar.advance(task))
     preds = {"train": [], "eval": []}
     for r in results:
         preds["train"].append(predict(fam, r.model, split.X_train))

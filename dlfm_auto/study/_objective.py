@@ -128,10 +128,9 @@ class _FixedLength:
 class Objective:
     """Callable for ``study.optimize``; built from the stored spec by every worker."""
 
-    def __init__(self, spec: StudySpec, *, device: str | None = None) -> None:
+    def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
         self.family = get_family(spec.family)
-        self.device = device
         self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
         self.space: Space | None = None  # choices the data can fill (study/_space.py)
@@ -162,7 +161,7 @@ class Objective:
         ds = prepare(trial_prep(spec, L))  # same target days for every searched L
         splits = ds.cv_splits()
         params = model_params(params)
-        common = dict(max_epochs=spec.max_epochs, patience=spec.patience, device=self.device)
+        common = dict(max_epochs=spec.max_epochs, patience=spec.patience)
         if spec.pruner in ("median", "hyperband"):
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)
             results = cross_validate(self.family, params, splits, report=self._reporter(trial),

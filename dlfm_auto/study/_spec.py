@@ -12,7 +12,7 @@ import dataclasses
 import json
 import platform
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -49,7 +49,6 @@ class StudySpec:
     site: str | None = None
     target: str = ""
     inputs: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:

@@ -45,7 +45,6 @@ class WorkerOptions:
     study_name: str
     worker: int | None = None  # sampler stream; None: a fresh slot from the study
     threads: int = 1
-    device: str | None = None
     data_override: str | None = None
     max_trials: int | None = None  # this worker's own cap
     deadline: float | None = None  # time.time() after which no trial starts
@@ -145,7 +144,7 @@ def _plan(study: optuna.Study, opts: WorkerOptions, on_best: Callable | None) ->
     if opts.data_override:
         spec = spec.replace(prep=spec.prep.replace(data=opts.data_override))
     check_data(spec)
-    search = Objective(spec, device=opts.device)
+    search = Objective(spec)
     search.space = feasible_space(spec)
     n_folds = len(prepare(spec.prep).fold_years[: spec.prep.folds])
     worker = opts.worker if opts.worker is not None else worker_slot(study)

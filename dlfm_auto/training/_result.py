@@ -56,7 +56,7 @@ class CVResult:
 
     @property
     def mean_r2(self) -> float:
-        """The study objective (DESIGN §4): mean validation R² over the year folds."""
+        """The study objective: mean validation R² over the year folds."""
         return float(np.mean(self.fold_r2)) if self.folds else math.nan
 
     @property

@@ -53,7 +53,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     """Run with ``threads`` intra-op threads (None: leave as is), then restore the setting.
 
     One thread by default: a small model trains no faster with two, and two 1-thread trials
-    use the two cores fully (DESIGN §4, measured).
+    use the two cores fully (measured: bench/).
     """
     if not threads:
         yield
