@@ -143,64 +143,80 @@ class TotalReached(Exception):
     """A new trial was refused: the study's total is held by finished, running, queued trials."""
 
 
-class _FileLock:
-    """An exclusive ``flock`` on a file, re-entrant within one process (nested sections)."""
+class _ReentrantLock:
+    """An exclusive section across processes, re-entrant within one process (nested sections
+    take the underlying lock once). Subclasses say how to take and drop it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self._depth = 0
-        self._file: Any = None
         self._mutex = threading.RLock()
+
+    def _acquire(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        import fcntl
-
         with self._mutex:
             if self._depth == 0:
-                self._file = open(self.path, "a")  # noqa: SIM115 (held across the section)
-                fcntl.flock(self._file, fcntl.LOCK_EX)
+                self._acquire()
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    fcntl.flock(self._file, fcntl.LOCK_UN)
-                    self._file.close()
-                    self._file = None
+                    self._release()
 
 
-class _AdvisoryLock:
-    """A PostgreSQL session advisory lock on its own connection, re-entrant within a process."""
+class _FileLock(_ReentrantLock):
+    """An exclusive ``flock`` on a file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._file: Any = None
+
+    def _acquire(self) -> None:
+        import fcntl
+
+        self._file = open(self.path, "a")  # noqa: SIM115 (held across the section)
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def _release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+
+
+class _AdvisoryLock(_ReentrantLock):
+    """A PostgreSQL session advisory lock on its own connection."""
 
     KEY = 0x646C666D  # "dlfm": one lock per database, held only for short check-then-act steps
 
     def __init__(self, engine: Any) -> None:
+        super().__init__()
         self._engine = engine
-        self._depth = 0
         self._conn: Any = None
-        self._mutex = threading.RLock()
 
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def _acquire(self) -> None:
         from sqlalchemy import text
 
-        with self._mutex:
-            if self._depth == 0:
-                self._conn = self._engine.connect()
-                self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    try:
-                        self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
-                    finally:
-                        self._conn.close()
-                        self._conn = None
+        self._conn = self._engine.connect()
+        self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
+
+    def _release(self) -> None:
+        from sqlalchemy import text
+
+        try:
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+        finally:
+            self._conn.close()
+            self._conn = None
 
 
 def _proc_start(pid: int) -> str:
