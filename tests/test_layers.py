@@ -82,3 +82,15 @@ def test_the_check_sees_an_upward_import(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from dlfm_auto.reports._memory import x\n")
     assert _imports(f) == [(2, "dlfm_auto.reports._memory")]
+
+
+def test_the_command_line_parser_imports_no_heavy_module():
+    """``--help`` stays instant: building every verb's parser loads no pandas, optuna, torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dlfm_auto.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('pandas', 'optuna', 'torch', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT.parent).stdout.strip()
+    assert out == "[]"

@@ -1,26 +1,35 @@
-"""Reading flux files -> daily samples -> windows and year folds."""
+"""Reading flux files -> daily samples -> windows and year folds.
 
-from dlfm_auto.data._columns import DEFAULT_DRIVERS, TARGET_CANDIDATES
-from dlfm_auto.data._config import PrepareConfig
-from dlfm_auto.data._daily import FilterReport
-from dlfm_auto.data._dataset import Dataset, SourceInfo, min_val_samples
-from dlfm_auto.data._demo import write_demo_site
-from dlfm_auto.data._prepare import cache_dir, clear_caches, load_daily, prepare
-from dlfm_auto.data._split import Normalizer, Split
+Names are imported lazily (PEP 562) so that the command line, which builds its data options
+from :mod:`dlfm_auto.data._config`, does not pay for pandas and scipy on ``--help``.
+"""
 
-__all__ = [
-    "DEFAULT_DRIVERS",
-    "TARGET_CANDIDATES",
-    "Dataset",
-    "FilterReport",
-    "Normalizer",
-    "PrepareConfig",
-    "SourceInfo",
-    "Split",
-    "cache_dir",
-    "clear_caches",
-    "load_daily",
-    "min_val_samples",
-    "prepare",
-    "write_demo_site",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_DRIVERS": "dlfm_auto.data._columns",
+    "TARGET_CANDIDATES": "dlfm_auto.data._columns",
+    "PrepareConfig": "dlfm_auto.data._config",
+    "FilterReport": "dlfm_auto.data._daily",
+    "Dataset": "dlfm_auto.data._dataset",
+    "SourceInfo": "dlfm_auto.data._dataset",
+    "min_val_samples": "dlfm_auto.data._dataset",
+    "write_demo_site": "dlfm_auto.data._demo",
+    "cache_dir": "dlfm_auto.data._prepare",
+    "clear_caches": "dlfm_auto.data._prepare",
+    "load_daily": "dlfm_auto.data._prepare",
+    "prepare": "dlfm_auto.data._prepare",
+    "Normalizer": "dlfm_auto.data._split",
+    "Split": "dlfm_auto.data._split",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)
