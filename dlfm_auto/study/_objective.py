@@ -35,6 +35,10 @@ class SurplusTrial(Exception):
     """The study's total was reached by other workers while this trial was being started."""
 
 
+class NonFiniteScore(ValueError):
+    """A trial's models diverged (NaN/inf CV R²): the trial fails, the study continues."""
+
+
 def default_sequence_length(family_name: str) -> int:
     """DLFM defaults when a grid study is not given --sequence-length: 30 days, or today."""
     return 30 if get_family(family_name).sequence else 1
@@ -194,11 +198,11 @@ class Objective:
         trial.set_user_attr("n_train", [int(r.n_train) for r in results])
         trial.set_user_attr("n_val", [int(r.n_val) for r in results])
         trial.set_user_attr("sequence_length", L)
+        value = float(np.mean(r2))
+        if not math.isfinite(value):  # a diverged model: this trial fails, the study goes on
+            raise NonFiniteScore(f"non-finite CV R² ({r2})")
         trial.set_user_attr("cv_r2_sd", statistics.stdev(r2) if len(r2) > 1 else 0.0)
         trial.set_user_attr("cv_mse", float(np.mean(mse)))
-        value = float(np.mean(r2))
-        if not math.isfinite(value):
-            raise ValueError(f"non-finite CV R² ({r2})")
         if self.on_best is not None:
             self.on_best(trial, value, params, results, ds, splits)
         return value

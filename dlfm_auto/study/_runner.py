@@ -27,8 +27,10 @@ from optuna.trial import FrozenTrial, TrialState
 from dlfm_auto._errors import UserError
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._notes import METRIC_NAME, save_study_note
 from dlfm_auto.study._objective import (
     FINISHED,
+    NonFiniteScore,
     Objective,
     SurplusTrial,
     default_sequence_length,
@@ -145,8 +147,10 @@ def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optu
                  ("inputs", list(spec.inputs)), ("n_trials", spec.n_trials),
                  ("versions", versions()), ("code_version", code_version())):
         study.set_user_attr(k, v)
+    study.set_metric_names([METRIC_NAME])  # the dashboard names the objective
     if stored is None:
         study.set_user_attr("created", now_iso())
+        save_study_note(study, spec)  # the settings, until a run adds its results
     study.set_user_attr("updated", now_iso())
     optuna.storages.fail_stale_trials(study)
     if spec.sampler == "grid":
@@ -266,7 +270,8 @@ def work(opts: WorkerOptions, on_best: Callable | None = None) -> int:
             time.sleep(1.0)
             optuna.storages.fail_stale_trials(study)
             continue
-        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial, NonFiniteScore),
+                       gc_after_trial=False)
         ran += 1
     return ran
 
