@@ -156,6 +156,14 @@ def leaderboard_report(storage_url: str, *, site: str | None = None,
     """Write ``<out>/leaderboard[-SITE]/`` (index.html, report.md, metrics.json, PNG)."""
     from dlfm_auto.study._storage import display_url
 
+    if site is not None:
+        from dlfm_auto.study._spec import STUDY_NAME_RULE, check_study_name
+
+        try:
+            check_study_name(board_name(site))
+        except UserError:
+            raise UserError(f"invalid site {site!r}: a site names a folder, "
+                            f"{STUDY_NAME_RULE}") from None
     dest = report_dir(out_root, board_name(site), None)  # safe and writable, before the work
     rows, base_rows, studies, notes = collect(storage_url, site, Path(out_root))
     if not rows:
@@ -165,7 +173,7 @@ def leaderboard_report(storage_url: str, *, site: str | None = None,
     shown = [_shown(r) for r in rows]
     bcols = ["study", "cv_r2", "heldout_r2", "same folds as"]
     bshown = [{**r, "same folds as": ", ".join(r["same_folds_as"])} for r in base_rows]
-    summary = (f"{len(rows)} studies in {display_url(storage_url)}"
+    summary = (f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'} in {display_url(storage_url)}"
                + (f" of site {site}" if site else "")
                + f"; total compute {sum(r['compute_s'] for r in rows) / 60:.1f} min. CV R² is "
                "the best trial's mean over its leave-one-year-out folds (± sd over folds); "
