@@ -7,7 +7,8 @@ skill_summary`), the held-out R² of its final report when one exists (read from
 time (the sum of its trials' durations, all workers together). The baselines are rows too:
 the climatology and linear regression (persistence with ``--lag-nee``) on the same folds and
 held-out years. Studies of one site may differ in their days (matched window lengths, other
-settings): each distinct set of baselines is one group of rows naming the studies it serves.
+settings): each set of baselines that differs at the precision shown (4 decimals) is one
+group of rows naming the studies it serves.
 
 Memory-report studies (their (L, seed) units of work) are not search studies and are left
 out. The report only reads studies; its figure is also attached to each study listed for
@@ -79,7 +80,8 @@ def collect(storage_url: str, site: str | None = None, reports_root: Path = REPO
         rows.append(row)
         studies.append(study)
         if base is not None:
-            key = json.dumps(base, sort_keys=True)
+            # one group per set of baselines that differs at the precision shown (4 decimals)
+            key = json.dumps(_rounded(base), sort_keys=True)
             groups.setdefault(key, {"base": base, "studies": []})["studies"].append(name)
         elif row.get("note"):
             notes.append(f"{name}: {row['note']}")
@@ -88,6 +90,14 @@ def collect(storage_url: str, site: str | None = None, reports_root: Path = REPO
                         + (f" (sites: {', '.join(sorted(sites_seen))})" if sites_seen else ""))
     rows.sort(key=lambda r: -np.inf if r["cv_r2"] is None else -r["cv_r2"])
     return rows, _baseline_rows(groups), studies, notes
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
 
 
 def _study_row(study: Any, reports_root: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -220,14 +230,19 @@ def _figure(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], title: 
                    name="held-out R² (final report)",
                    marker={"symbol": "diamond", "size": 10, "color": "black"}),
     ])
+    labelled: set[str] = set()
     for b in base_rows:
         if b["cv_r2"] is not None:
-            fig.add_vline(x=b["cv_r2"], line_dash="dash", line_color="gray",
-                          annotation_text=b["study"].removeprefix("baseline: "),
-                          annotation_position="top")
-    lo = min([0.0, *[r["cv_r2"] for r in ok], *[b["cv_r2"] for b in base_rows
-                                               if b["cv_r2"] is not None]])
-    fig.update_layout(title=title, xaxis_title="R²", xaxis_range=[lo, 1.0],
+            name = b["family"]
+            fig.add_vline(x=b["cv_r2"], line_dash="dash" if name == "climatology" else "dot",
+                          line_color="gray", annotation_position="top",
+                          annotation_text=None if name in labelled else f"{name} baseline")
+            labelled.add(name)
+    values = [r["cv_r2"] - (r["cv_r2_sd"] or 0.0) for r in ok] + [
+        r["heldout_r2"] for r in ok if r["heldout_r2"] is not None] + [
+        b["cv_r2"] for b in base_rows if b["cv_r2"] is not None]
+    fig.update_layout(title=title, xaxis_title="R²",
+                      xaxis_range=[max(-1.0, min(values) - 0.05), 1.0],
                       yaxis={"autorange": "reversed"}, height=200 + 40 * len(ok))
     return fig
 
@@ -241,26 +256,29 @@ def _write_png(path: Path, rows: list[dict[str, Any]], base_rows: list[dict[str,
 
     ok = [r for r in rows if r["cv_r2"] is not None]
     y = np.arange(len(ok))
-    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.45 * max(1, len(ok))))
+    fig, ax = plt.subplots(figsize=(11, 1.8 + 0.45 * max(1, len(ok))))
     ax.barh(y, [r["cv_r2"] for r in ok], xerr=[r["cv_r2_sd"] or 0.0 for r in ok],
             color="#1f77b4", alpha=0.8, label="best CV R² (± sd over folds)")
     held = [(i, r["heldout_r2"]) for i, r in enumerate(ok) if r["heldout_r2"] is not None]
     if held:
         ax.plot([h for _, h in held], [i for i, _ in held], "kD", ms=6,
                 label="held-out R² (final report)")
-    styles = iter(["--", ":", "-.", (0, (5, 1))] * 10)
-    for b in base_rows:
+    styles = {"climatology": "--", "linear": ":", "persistence": "-."}
+    labelled: set[str] = set()
+    for b in base_rows:  # one style per baseline; several groups draw close lines
         if b["cv_r2"] is not None:
-            ax.axvline(b["cv_r2"], color="gray", ls=next(styles),
-                       label=f"{b['study']} (CV R²)")
+            name = b["family"]
+            ax.axvline(b["cv_r2"], color="gray", ls=styles.get(name, "--"), lw=1.2,
+                       label=None if name in labelled else f"{name} baseline (CV R²)")
+            labelled.add(name)
     ax.set_yticks(y, [f"{r['study']}  ({r['trials']} trials)" for r in ok])
     ax.invert_yaxis()
-    lo = min([0.0, *[r["cv_r2"] for r in ok], *[b["cv_r2"] for b in base_rows
-                                               if b["cv_r2"] is not None]])
-    ax.set_xlim(lo, 1.0)
+    values = [r["cv_r2"] - (r["cv_r2_sd"] or 0.0) for r in ok] + [h for _, h in held] + [
+        b["cv_r2"] for b in base_rows if b["cv_r2"] is not None]
+    ax.set_xlim(max(-1.0, min(values) - 0.05), 1.0)  # zoomed: the differences are small
     ax.set_xlabel("R²")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
