@@ -208,12 +208,25 @@ def test_study_file_options_and_override_order(site, tmp_path, capsys):
                        "--n-trials", "20", "--n-jobs", "0"], capsys)
     assert rc == 0, err
     assert _load(url, "cli-name").user_attrs["n_trials"] == 20
-    # the dashboard names the objective and shows the settings as the study's note
+    # the dashboard names the objective and shows the settings as the study's note ...
     s = _load(url, "cli-name")
     assert s.metric_names == ["CV R²"]
-    notes = [v for k, v in s._storage.get_study_system_attrs(s._study_id).items()
-             if k.startswith("dashboard:note_str")]
-    assert notes and "Study settings" in "".join(map(str, notes))
+    note = _note(s)
+    assert "## Study settings" in note and "family: **ann**" in note and "Study summary" not in note
+    # ... and after a run, the settings first, then the skill summary
+    rc, _, err = _cli(["run-study", "--config", str(cfg), "--study-name", "ran", "--n-trials",
+                       "1", "--max-epochs", "2", "--quiet"], capsys)
+    assert rc == 0, err
+    note = _note(_load(url, "ran"))
+    assert 0 <= note.index("## Study settings") < note.index("## Study summary")
+    assert "baselines (CV R², same folds)" in note
+
+
+def _note(study: optuna.Study) -> str:
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return get_note_from_system_attrs(attrs, None)["body"]
 
 
 @pytest.mark.parametrize("line, words", [
