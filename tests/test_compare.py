@@ -128,6 +128,17 @@ def test_predict_refuses_other_units(site, tmp_path, capsys):
     assert rc == 2 and "gC m-2 d-1" in err and "µmol m-2 s-1" in err
 
 
+def test_predict_refuses_a_driver_in_other_units(site, tmp_path, capsys):
+    """A driver in other units (TA in K) is caught by the reader's plausibility ranges."""
+    frame = simple_site(days=120)
+    frame["TA"] = frame["TA"] + 273.15
+    data = write_flux_csv(tmp_path / "kelvin.csv", frame)
+    rc, _, err = _cli(["predict", "ann-site", "--data", str(data), "--out",
+                       str(tmp_path / "p.csv"), "--reports", str(site["out"])], capsys)
+    assert rc == 2 and "TA" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_predict_needs_a_final_report(site, tmp_path, capsys):
     rc, _, err = _cli(["predict", "ann-site", "--data", str(site["data"]), "--out",
                        str(tmp_path / "p.csv"), "--reports", str(tmp_path / "none")], capsys)

@@ -38,6 +38,10 @@ from dlfm_auto.training._ensemble import Ensemble
 #: Files of the final report that ``predict`` reads (the trained ensemble) and users open.
 ENSEMBLE_FILE = "ensemble.pt"
 PREDICTIONS_FILE = "predictions.csv"
+EXPORT_NOTE = (f"`{PREDICTIONS_FILE}`: every training and held-out day (observed, ensemble mean, "
+               f"spread, climatology). `{ENSEMBLE_FILE}`: the trained ensemble; daily NEE for "
+               "any file with the same drivers, gaps included: `python -m dlfm_auto predict "
+               "{study} --data FILE --out CSV`.")
 
 
 def final_budget(ctx: StudyContext) -> int | None:
@@ -174,6 +178,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
               "## Skill", "", md_table(rows, cols), "",
               "## Held-out years beside the baselines", "", md_table(per_year, ycols), "",
               "## Days used per month", "", md_table(months, mcols), "",
+              "## Predictions", "", EXPORT_NOTE.format(study=study_name), "",
               "![observed vs predicted](timeseries.png)", "", "![scatter](scatter.png)", "",
               "![learning curves](learning_curves.png)", ""]
         (tmp / "report.md").write_text("\n".join(md))
@@ -181,7 +186,8 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             f"Final report: {study_name}",
             [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols)),
              ("Held-out years beside the baselines", html_table(per_year, ycols)),
-             ("Days used per month", html_table(months, mcols))], figs))
+             ("Days used per month", html_table(months, mcols)),
+             ("Predictions", f"<p>{EXPORT_NOTE.format(study=study_name)}</p>")], figs))
     _attach_to_dashboard(ctx, figs[0], summary)
     return dest
 
