@@ -2,7 +2,8 @@
 
 Runs, one process at a time (``--n-jobs 1``): a small TPE study per family
 (``--n-trials``, ``--max-epochs``), a final report per study (``--num-models``), then
-``report leaderboard --site US-UMB``; prints the wall time of every step and the leaderboard.
+``report leaderboard --site US-UMB``, then ``predict`` of the whole file with each family's
+ensemble; prints the wall time of every step and the leaderboard.
 Everything goes to ``--workdir`` (a throw-away storage and reports folder)::
 
     python bench/bench_leaderboard.py                       # all phases
@@ -42,7 +43,8 @@ def run(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="/tmp/dlfm_bench_leaderboard")
-    ap.add_argument("--phase", choices=["all", "studies", "finals", "leaderboard"], default="all")
+    ap.add_argument("--phase", choices=["all", "studies", "finals", "leaderboard", "predict"],
+                    default="all")
     ap.add_argument("--n-trials", type=int, default=4)
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--num-models", type=int, default=2)
@@ -78,7 +80,15 @@ def main() -> None:
         folder = reports / "leaderboard-US-UMB"
         print((folder / "report.md").read_text())
         rows = json.loads((folder / "metrics.json").read_text())["rows"]
-        print(f"{len(rows)} rows in {folder}/metrics.json")
+        print(f"{len(rows)} rows (studies and baselines) in {folder}/metrics.json")
+    if a.phase in ("all", "predict"):  # every family's saved ensemble reloads and predicts
+        for fam in a.families:
+            out = work / f"pred-{fam}.csv"
+            dt = run(["predict", f"{fam}-US-UMB", "--data", str(UMB), "--out", str(out),
+                      "--reports", str(reports)])
+            total += dt
+            n = sum(1 for _ in out.open()) - 1
+            print(f"predict {fam:14s} {n} days: {dt:6.1f} s", flush=True)
     print(f"wall time of the steps run: {total:.1f} s ({total / 60:.1f} min)")
 
 

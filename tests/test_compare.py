@@ -174,7 +174,7 @@ def test_leaderboard(site, capsys):
     for f in ("index.html", "report.md", "metrics.json", "leaderboard.png"):
         assert (dest / f).stat().st_size > 500, f
     m = json.loads((dest / "metrics.json").read_text())
-    rows = {r["study"]: r for r in m["rows"]}
+    rows = {r["study"]: r for r in m["rows"] if r["kind"] == "study"}
     assert set(rows) == {"ann-site", "xgb-site"}
     for name, r in rows.items():
         s = _load(url, name)
@@ -183,13 +183,15 @@ def test_leaderboard(site, capsys):
         assert r["skill_vs_climatology"] is not None and r["anomaly_r2"] is not None
         keys = s._storage.get_study_system_attrs(s._study_id)
         assert any(GRAPH_ID in k for k in keys)  # the figure, on the study's dashboard page
-    assert [r["study"] for r in m["rows"]] == sorted(rows, key=lambda n: -rows[n]["cv_r2"])
+    assert [r["study"] for r in m["rows"][:2]] == sorted(rows, key=lambda n: -rows[n]["cv_r2"])
     final = json.loads((out / "ann-site" / "final" / "metrics.json").read_text())
     ens = next(r for r in final["rows"] if r["model"] == "ensemble mean" and r["split"] == "eval")
     assert rows["ann-site"]["heldout_r2"] == pytest.approx(ens["r2"])
     assert rows["xgb-site"]["heldout_r2"] is None  # no final report yet
-    base = {b["family"] for b in m["baselines"]}
-    assert {"climatology", "linear"} <= base
+    base = [r for r in m["rows"] if r["kind"] == "baseline"]
+    assert {"climatology", "linear"} <= {b["family"] for b in base}
+    for b in base:  # the baselines of the studies' own folds
+        assert set(b["same_folds_as"]) <= set(rows) and b["cv_r2"] is not None
     assert "baseline: climatology" in (dest / "report.md").read_text()
     rc, _, err = _cli(["report", "leaderboard", "--site", "XX-Nope", "--storage", url,
                        "--out", str(out)], capsys)

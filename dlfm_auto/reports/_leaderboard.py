@@ -190,8 +190,9 @@ def leaderboard_report(storage_url: str, *, site: str | None = None,
                "skill vs climatology = 1 - MSE/MSE_climatology and anomaly R² = R² on observed "
                "minus climatology, both on the same folds; held-out R² is the final report's "
                "ensemble on the held-out years (blank: no final report yet).")
-    metrics = {"storage": display_url(storage_url), "site": site, "rows": rows,
-               "baselines": base_rows, "notes": notes}
+    # one list: the studies (kind "study", best first), then the baselines (kind "baseline")
+    metrics = {"storage": display_url(storage_url), "site": site, "rows": rows + base_rows,
+               "notes": notes}
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         _write_png(tmp / "leaderboard.png", rows, base_rows, title)
