@@ -328,3 +328,22 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(site, tmp_path, monkeypatc
     work(WorkerOptions(url, "div"))
     states = [t.state.name for t in _load(url, "div").trials]
     assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_reports_rebuild_derived_model_parameters(site):
+    """dynamic_ann's trials hold n_layers/units_i; its model takes layer_dims (the final
+    report of a TPE dynamic_ann study failed: "layer_dims must name at least one layer")."""
+    from dlfm_auto.study._objective import model_params
+
+    spec = build_spec("dynamic_ann", site["prep"], length_given=True, n_trials=1)
+    trial = {"feed": "flatten", "n_layers": 2, "units_0": 47, "units_1": 58,
+             "activation": "tanh", "dropout": 0.1, "optimizer": "adamw", "lr": 0.01,
+             "weight_decay": 1e-5, "batch_size": 64, "epochs": 400}
+    p = model_params(spec, trial)
+    assert p["layer_dims"] == "47-58" and "units_0" not in p and "sequence_length" not in p
+    import torch
+
+    from dlfm_auto.models import get_family
+
+    net = get_family("dynamic_ann").build(p, 3, 7)
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == 3  # 47, 58, head

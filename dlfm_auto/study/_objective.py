@@ -101,6 +101,22 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
             "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
 
 
+def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any]:
+    """The model parameters a trial trained with, from its Optuna parameters.
+
+    A family's space may derive a model parameter from several Optuna parameters
+    (``dynamic_ann``'s ``layer_dims`` from ``n_layers`` and ``units_i``), so a trial's
+    ``params`` are not always what ``build`` takes: replaying the space on a ``FixedTrial``
+    gives exactly what the objective built. ``sequence_length`` (a data parameter) is left
+    out. Parameters the space cannot replay (a trial of an older space) are used as they are.
+    """
+    try:
+        params = Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
+    except ValueError:
+        params = dict(trial_params)
+    return {k: v for k, v in params.items() if k != "sequence_length"}
+
+
 class _FixedLength:
     """A trial whose ``sequence_length`` is the user's --sequence-length, whatever the space.
 
