@@ -164,6 +164,18 @@ def test_predict_needs_a_final_report(site, tmp_path, capsys):
     assert rc == 2 and "report final ann-site` first" in err
 
 
+def test_a_damaged_ensemble_file_is_one_line(site, tmp_path, capsys):
+    import shutil
+
+    reports = tmp_path / "r"
+    shutil.copytree(site["out"] / "ann-site", reports / "ann-site")
+    ens = reports / "ann-site" / "final" / "ensemble.pt"
+    ens.write_bytes(ens.read_bytes()[:200])  # truncated
+    rc, _, err = _cli(["predict", "ann-site", "--data", str(site["data"]), "--out",
+                       str(tmp_path / "p.csv"), "--reports", str(reports)], capsys)
+    assert rc == 2 and "cannot read the ensemble file" in err and len(err.splitlines()) == 1
+
+
 def test_ensemble_predicts_a_daily_table(site):
     """The API on a daily table with no NEE column at all: every complete window."""
     from dlfm_auto.data import load_daily

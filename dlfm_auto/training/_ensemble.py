@@ -14,12 +14,14 @@ window interpolated), whether or not NEE was observed that day: gap-filling. The
 built by the same functions as the study's samples (``build_calendar``, ``fill_short_gaps``,
 ``windows``), so a day the study scored gets exactly the prediction the final report made.
 
-The file is a pickle (tree models are Python objects): load only ensembles you wrote.
+The file is a zlib-compressed pickle (tree models are Python objects): load only ensembles
+you wrote. A corrupt or foreign file is a one-line error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from dlfm_auto.data import Normalizer, PrepareConfig
 from dlfm_auto.data._windows import build_calendar, fill_short_gaps, valid_targets, windows
 
 FORMAT_VERSION = 1
+MAGIC = b"DLFM-ENSEMBLE\n"  # then a zlib-compressed torch.save payload
 
 
 @dataclass
@@ -192,20 +195,30 @@ class Ensemble:
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        # zlib level 1: a fitted forest shrinks ~4x (49 -> 12 MB for 2 x 100 trees) in 0.4 s
+        atomic_write_bytes(path, MAGIC + zlib.compress(buf.getvalue(), 1))
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Ensemble:
         """Read an ensemble written by :meth:`save` (models on the CPU)."""
+        import io
+
         import torch
 
         from dlfm_auto.models import get_family
 
         try:
-            d = torch.load(path, map_location="cpu", weights_only=False)
+            blob = Path(path).read_bytes()
         except FileNotFoundError:
             raise UserError(f"no ensemble file {path}") from None
+        except OSError as e:
+            raise UserError(f"cannot read the ensemble file {path}: {e.strerror or e}") from None
+        if not blob.startswith(MAGIC):
+            raise UserError(f"{path} is not an ensemble file of dlfm_auto (re-run `report final`)")
+        try:
+            d = torch.load(io.BytesIO(zlib.decompress(blob[len(MAGIC):])), map_location="cpu",
+                           weights_only=False)
         except Exception as e:
             raise UserError(f"cannot read the ensemble file {path}: {str(e).splitlines()[0]}"
                             ) from None
