@@ -53,7 +53,8 @@ def train_split(
     :class:`~dlfm_auto.UserError` before any work.
     """
     family = _family(family)
-    if batch_applies(family, params, device):  # the whole-epoch kernel, a batch of one
+    if resolve_device(device).type == "cpu" and batch_applies(family, params, device):
+        # the whole-epoch kernel, a batch of one (a GPU keeps cuDNN for a single model)
         return train_members(family, params, [split], [seed], max_epochs=max_epochs,
                              patience=patience, reports=[report], eval_every=eval_every,
                              restore_best=restore_best, threads=threads)[0]
@@ -102,18 +103,22 @@ def cross_validate(
     as the Wilcoxon pruner wants.
     ``optuna.TrialPruned`` raised by ``report`` propagates.
 
-    LSTM/RNN folds train as one batched model (:func:`train_many`) when nothing is reported.
-    With a reporter they train one after another through the same whole-epoch kernel: on the
-    CPU a batch costs the same per fold-epoch as its members alone, and a pruned trial then
-    stops inside its first fold instead of having trained every fold that far. Each fold's
-    result is identical either way.
+    LSTM/RNN folds train as one batched model (:func:`train_many`) when nothing is reported,
+    and on a GPU always (the values are held back and reported fold after fold, so pruners
+    see the same sequence; a pruned trial stops every fold). With a reporter on the CPU they
+    train one after another through the same whole-epoch kernel: there a batch costs the same
+    per fold-epoch as its members alone, and a pruned trial stops inside its first fold
+    instead of having trained every fold that far. Each fold's result is the same either way.
     """
     family = _family(family)
     stride = int(stride or report_stride(family, max_epochs))
-    if report is None and batch_applies(family, params, device):
+    cpu = resolve_device(device).type == "cpu"
+    if (report is None or not cpu) and batch_applies(family, params, device):
+        reports = None if report is None else [
+            _fold_reporter(report, i, stride) for i in range(len(splits))]
         results = train_members(family, params, splits, [seed + i for i in range(len(splits))],
-                                max_epochs=max_epochs, patience=patience,
-                                eval_every=eval_every, threads=threads)
+                                max_epochs=max_epochs, patience=patience, reports=reports,
+                                eval_every=eval_every, threads=threads, device=device)
         return CVResult(folds=results, split_names=[s.name for s in splits], stride=stride)
     results: list[FoldResult] = []
     for i, split in enumerate(splits):
@@ -149,7 +154,7 @@ def train_many(
     if batch_applies(family, params, device):
         return train_members(family, params, splits, seeds, max_epochs=max_epochs,
                              patience=patience, eval_every=eval_every,
-                             restore_best=restore_best, threads=threads)
+                             restore_best=restore_best, threads=threads, device=device)
     return [train_split(family, params, s, max_epochs=max_epochs, patience=patience, seed=sd,
                         device=device, eval_every=eval_every, restore_best=restore_best,
                         threads=threads, n_jobs=n_jobs)

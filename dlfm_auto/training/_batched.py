@@ -48,11 +48,17 @@ def enabled() -> bool:
             and _lstm_cpu.kernel_enabled())
 
 
+def torch_engine_enabled() -> bool:
+    """The pure-torch engine (GPUs) is not switched off by ``DLFM_AUTO_BATCHED_TORCH=off``."""
+    return os.environ.get("DLFM_AUTO_BATCHED_TORCH", "on").lower() not in (
+        "off", "0", "false", "no")
+
+
 def batch_applies(family: Any, params: dict[str, Any], device: str | None = None) -> bool:
     """Whether :func:`train_members` can train ``family`` with ``params`` on ``device``."""
     if family.kind != "torch" or family.name not in ("lstm", "rnn") or not enabled():
         return False
-    if resolve_device(device).type != "cpu":
+    if resolve_device(device).type != "cpu" and not torch_engine_enabled():
         return False
     p = family.resolve(params)
     try:
@@ -112,8 +118,14 @@ def train_members(
     eval_every: int = 1,
     restore_best: bool = True,
     threads: int | None = 1,
+    device: str | None = None,
+    engine: str | None = None,
 ) -> list[FoldResult]:
-    """Train member i on ``splits[i]`` with seed ``seeds[i]``, all in one batch (CPU).
+    """Train member i on ``splits[i]`` with seed ``seeds[i]``, all in one batch.
+
+    ``engine``: "numba" (the CPU default: one kernel call per epoch) or "torch" (batched
+    matrix products with autograd, one call per time step and layer; the default on a GPU,
+    and testable on the CPU).
 
     Same contract per member as :func:`~dlfm_auto.training.train_split` (``epochs[i]``, when
     given, overrides the member's budget ``max_epochs``). ``reports[i]`` gets member i's
@@ -130,11 +142,16 @@ def train_members(
         check_split(family, p, s)
     reports = list(reports) if reports is not None else [None] * len(splits)
     epochs = list(epochs) if epochs is not None else [None] * len(splits)
+    dev = resolve_device(device)
+    engine = engine or ("numba" if dev.type == "cpu" else "torch")
+    if engine not in ("numba", "torch") or (engine == "numba" and dev.type != "cpu"):
+        raise ValueError(f"engine {engine!r} on {dev}: numba runs on the CPU, torch anywhere")
     with torch_threads(threads):
         _lstm_cpu._single_threaded_blas()
-        return _Batch(family, p, splits, seeds, max_epochs=max_epochs, epochs=epochs,
-                      patience=patience, reports=reports, eval_every=max(1, int(eval_every)),
-                      restore_best=restore_best).run()
+        cls = _Batch if engine == "numba" else _TorchBatch
+        return cls(family, p, splits, seeds, max_epochs=max_epochs, epochs=epochs,
+                   patience=patience, reports=reports, eval_every=max(1, int(eval_every)),
+                   restore_best=restore_best, device=dev).run()
 
 
 class _Batch:
@@ -144,8 +161,8 @@ class _Batch:
                  seeds: Sequence[int], *, max_epochs: int | None,
                  epochs: Sequence[int | None], patience: int,
                  reports: Sequence[Report | None], eval_every: int,
-                 restore_best: bool) -> None:
-        self.family, self.p = family, p
+                 restore_best: bool, device: torch.device) -> None:
+        self.family, self.p, self.device = family, p, device
         self.patience, self.eval_every, self.restore_best = patience, eval_every, restore_best
         self.members = [
             _Member(split=s, seed=int(seed), report=r,
@@ -173,6 +190,10 @@ class _Batch:
         weights = self._weights()
         self.state = tuple(np.zeros_like(w) for w in weights + weights)
         self.cursor = 0  # first member whose reports are not all delivered
+        self._init_engine()
+
+    def _init_engine(self) -> None:
+        """Engine-specific set-up (the numba engine works on the numpy arrays as they are)."""
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -311,7 +332,7 @@ class _Batch:
             m.history["inner_r2"].append(choice)
             if choice > m.best_r2 + 1e-7:
                 m.best_r2, m.best_epoch, m.since = choice, epoch, 0
-                m.best_state = tuple(w[k].copy() for w in self._weights())
+                m.best_state = tuple(_copy(w[k]) for w in self._weights())
             else:
                 m.since += self.eval_every
         if m.report is not None:
@@ -346,7 +367,7 @@ class _Batch:
         k = self.members.index(m)
         state = m.best_state if m.best_state is not None else tuple(
             w[k] for w in self._weights())
-        W0, Wr, bih, bhh, hw, hb = state
+        W0, Wr, bih, bhh, hw, hb = (_numpy(w) for w in state)
         core, head = m.model.net.core, m.model.net.head
         F = self.F
         sd: dict[str, torch.Tensor] = {}
@@ -360,13 +381,14 @@ class _Batch:
         core.load_state_dict(sd)
         head.load_state_dict({"weight": torch.from_numpy(hw.copy()[None, :]),
                               "bias": torch.from_numpy(hb.copy())})
-        model = m.model
+        model = m.model.to(self.device)
         model.eval()
-        Xwin = torch.from_numpy(np.ascontiguousarray(m.split.X_val, dtype=np.float32))
+        Xwin = torch.from_numpy(np.ascontiguousarray(m.split.X_val, dtype=np.float32)).to(
+            self.device)
         with torch.inference_mode():
             pred = torch.cat([model(Xwin[i : i + EVAL_CHUNK])
                               for i in range(0, len(Xwin), EVAL_CHUNK)])
-        r2, mse = r2_mse(m.split.y_val, pred.numpy())
+        r2, mse = r2_mse(m.split.y_val, pred.cpu().numpy())
         inner = m.inner
         return FoldResult(
             r2=r2, mse=mse, best_epoch=max(m.best_epoch, 0) if inner is not None else m.epoch,
@@ -375,7 +397,150 @@ class _Batch:
             n_inner=0 if inner is None else int(inner.sum()))
 
 
+def _copy(w: Any) -> Any:
+    return w.clone() if isinstance(w, torch.Tensor) else w.copy()
+
+
+def _numpy(w: Any) -> np.ndarray:
+    return w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+
+
 def _sst(y: np.ndarray) -> float:
     """Total sum of squares as the single path computes it (float32 torch)."""
     t = torch.from_numpy(y)
     return float(torch.sum((t - t.mean()) ** 2))
+
+
+class _TorchBatch(_Batch):
+    """The same batch with batched matrix products in torch (any device; what a GPU runs).
+
+    cuDNN cannot step different weights together, so each layer is stepped by hand: one
+    ``bmm`` for every time step's input projection, then per time step one ``baddbmm`` over
+    the members' recurrent weights. Members run in lockstep over batch indices; a member with
+    fewer batches sits out the last ones (no update, no optimiser step), and short last
+    batches are padded with rows of zero weight, so each member's gradient is that of its
+    own batch mean. Optimiser maths as torch.optim's, per member (own Adam step counts).
+    """
+
+    def _init_engine(self) -> None:
+        dev = self.device
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+
+        self.W0, self.Wr, self.bih, self.bhh, self.hw, self.hb = (
+            t(w) for w in (self.W0, self.Wr, self.bih, self.bhh, self.hw, self.hb))
+        self.state = tuple(torch.zeros_like(w) for w in self._weights() * 2)
+        self.Xd, self.yd = t(self.X), t(self.y)
+        self.tsteps = torch.zeros(len(self.members), dtype=torch.float64, device=dev)
+
+    def _stack_forward(self, sel: torch.Tensor, x: torch.Tensor, ws: list[torch.Tensor],
+                       masks: torch.Tensor | None) -> torch.Tensor:
+        """Last hidden state (A, B, H) of the members ``sel`` (weights ``ws``) on x (A, B, T, F).
+
+        masks (A, L-1, B, T, H): dropout on the inputs of layers 1..L-1."""
+        W0, Wr, bih, bhh = ws[:4]
+        A, B, T, _ = x.shape
+        H = self.H
+        h_seq = x
+        for layer in range(self.nl):
+            w = W0 if layer == 0 else Wr[:, layer - 1]
+            Fl = h_seq.shape[-1]
+            if layer and masks is not None:
+                h_seq = h_seq * masks[:, layer - 1]
+            w_ih, w_hh = w[:, :, :Fl], w[:, :, Fl:]
+            b = (bih[:, layer] + bhh[:, layer]).unsqueeze(1)  # (A, 1, G)
+            xi = torch.baddbmm(b, h_seq.reshape(A, B * T, Fl), w_ih.transpose(1, 2))
+            xi = xi.reshape(A, B, T, -1)
+            h = x.new_zeros(A, B, H)
+            c = x.new_zeros(A, B, H)
+            outs = []
+            for step in range(T):
+                g = torch.baddbmm(xi[:, :, step], h, w_hh.transpose(1, 2))
+                if self.cell == kern.LSTM:
+                    i, f, gg, o = g.chunk(4, dim=2)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                else:
+                    h = torch.tanh(g)
+                outs.append(h)
+            h_seq = torch.stack(outs, dim=2)  # (A, B, T, H)
+        return h_seq[:, :, -1]
+
+    def _epoch(self, epoch: int, active: list[int]) -> None:
+        dev, bs, K = self.device, self.bs, len(self.members)
+        perms = {}
+        for k in active:
+            m = self.members[k]
+            perms[k] = torch.randperm(len(m.ytr), generator=m.perm_gen) + int(self.offs[k])
+        masks_np, use_mask = self._masks(active)
+        masks_t = torch.from_numpy(masks_np).to(dev) if use_mask else None
+        total = torch.zeros(K, dtype=torch.float32, device=dev)
+        nbat = {k: math.ceil(len(self.members[k].ytr) / bs) for k in active}
+        for s in range(max(nbat.values())):
+            act = [k for k in active if s < nbat[k]]
+            rows = torch.zeros(len(act), bs, dtype=torch.int64)
+            wgt = torch.zeros(len(act), bs, dtype=torch.float32)
+            for a, k in enumerate(act):
+                idx = perms[k][s * bs : (s + 1) * bs]
+                rows[a, : len(idx)] = idx
+                wgt[a, : len(idx)] = 1.0 / len(idx)
+            rows, wgt = rows.to(dev), wgt.to(dev)
+            valid = (wgt > 0).float()
+            sel = torch.tensor(act, device=dev)
+            ws = [w.index_select(0, sel).requires_grad_(True) for w in self._weights()]
+            xb, yb = self.Xd[rows], self.yd[rows]  # (A, bs, T, F), (A, bs)
+            mk = None
+            if masks_t is not None:  # (A, nb, L-1, T, H, bs) -> (A, L-1, bs, T, H)
+                mk = masks_t[sel, s].permute(0, 1, 4, 2, 3)
+            top = self._stack_forward(sel, xb, ws, mk)
+            pred = (top * ws[4].unsqueeze(1)).sum(-1) + ws[5]
+            err2 = (pred - yb) ** 2 * valid
+            loss = (err2 * wgt).sum()
+            grads = torch.autograd.grad(loss, ws)
+            with torch.no_grad():
+                total.index_add_(0, sel, err2.sum(1))
+                self._update(sel, [w.detach() for w in ws], list(grads))
+        loss_np = total.cpu().numpy()
+        for k in active:
+            self._after_epoch(k, epoch, float(loss_np[k]) / len(self.members[k].ytr))
+
+    @torch.no_grad()
+    def _update(self, sel: torch.Tensor, ws: list[torch.Tensor],
+                grads: list[torch.Tensor]) -> None:
+        """torch.optim's SGD (momentum 0) / Adam / AdamW per member, written back by row."""
+        lr, wd = self.lr, self.wd
+        self.tsteps[sel] += 1
+        n_w = len(ws)
+        for j, (full, p, g) in enumerate(zip(self._weights(), ws, grads, strict=True)):
+            if self.opt == kern.SGD:
+                if wd:
+                    g = g + wd * p
+                full[sel] = p - lr * g
+                continue
+            m_all, v_all = self.state[j], self.state[n_w + j]
+            m, v = m_all[sel], v_all[sel]
+            if self.opt == kern.ADAMW:
+                p = p * (1.0 - lr * wd)
+            elif wd:
+                g = g + wd * p
+            m = m + (g - m) * (1.0 - _ADAM_BETAS[0])
+            v = v * _ADAM_BETAS[1] + (1.0 - _ADAM_BETAS[1]) * g * g
+            step = self.tsteps[sel]
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            bc1 = (1.0 - _ADAM_BETAS[0] ** step).reshape(shape)
+            bc2s = torch.sqrt(1.0 - _ADAM_BETAS[1] ** step).reshape(shape)
+            step_size = (lr / bc1).to(p.dtype)
+            p = p - step_size * (m / (v.sqrt() / bc2s.to(p.dtype) + _ADAM_EPS))
+            full[sel], m_all[sel], v_all[sel] = p, m, v
+
+    def _predict(self, k: int, X: np.ndarray) -> np.ndarray:
+        sel = torch.tensor([k], device=self.device)
+        ws = [w.index_select(0, sel) for w in self._weights()]
+        out = []
+        with torch.no_grad():
+            Xt = torch.from_numpy(X).to(self.device)
+            for i in range(0, len(Xt), EVAL_CHUNK):
+                top = self._stack_forward(sel, Xt[i : i + EVAL_CHUNK].unsqueeze(0), ws, None)
+                out.append(((top * ws[4].unsqueeze(1)).sum(-1) + ws[5])[0])
+        return torch.cat(out).cpu().numpy()
