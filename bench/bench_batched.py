@@ -29,13 +29,18 @@ from dlfm_auto.models import get_family
 from dlfm_auto.training import cross_validate
 
 
-def ours(splits: list, epochs: int, batched: bool) -> tuple[float, float]:
+RNN_PARAMS = {"hidden_size": 15, "num_layers": 1, "batch_size": 64, "lr": 1e-3,
+              "weight_decay": 0.01, "optimizer": "sgd", "dropout": 0.0}  # the rnn grid point
+
+
+def ours(splits: list, epochs: int, batched: bool, family: str = "lstm",
+         params: dict | None = None) -> tuple[float, float]:
     """cross_validate with batching on or off: (s per fold-epoch, CV R²)."""
     os.environ["DLFM_AUTO_BATCHED"] = "on" if batched else "off"
     try:
         t0 = time.perf_counter()
-        cv = cross_validate(get_family("lstm"), {**LSTM_PARAMS, "epochs": epochs}, splits,
-                            seed=0, patience=10**6, threads=1)
+        cv = cross_validate(get_family(family), {**(params or LSTM_PARAMS), "epochs": epochs},
+                            splits, seed=0, patience=10**6, threads=1)
         dt = time.perf_counter() - t0
     finally:
         os.environ.pop("DLFM_AUTO_BATCHED", None)
@@ -76,6 +81,15 @@ def main() -> None:
     ref, before, now = med.values()
     print(f"\n  batched vs DLFM loop {ref / now:.2f}x (goal >= 10x); "
           f"vs per-fold cross_validate {before / now:.2f}x (goal >= 3x)")
+    # the rnn grid point: oneDNN nn.RNN per fold before, the same batched path now
+    ours(splits, 1, True, "rnn", RNN_PARAMS)
+    ep = max(2, args.epochs // 4)
+    b = [ours(splits, ep, False, "rnn", RNN_PARAMS) for _ in range(args.rounds)]
+    n = [ours(splits, ep, True, "rnn", RNN_PARAMS) for _ in range(args.rounds)]
+    tb, tn = float(np.median([v[0] for v in b])), float(np.median([v[0] for v in n]))
+    print(f"\n  rnn grid point (hidden 15, 1 layer, SGD lr 1e-3, wd 0.01), {ep} epochs: "
+          f"per fold (oneDNN) {tb:.4f}, batched {tn:.4f} s/fold-epoch ({tb / tn:.2f}x); "
+          f"CV R² {np.mean([v[1] for v in b]):.4f} vs {np.mean([v[1] for v in n]):.4f}")
 
 
 if __name__ == "__main__":
