@@ -28,7 +28,6 @@ from bench_training import DLFMLSTM, LSTM_PARAMS, dlfm_fold, load_splits
 from dlfm_auto.models import get_family
 from dlfm_auto.training import cross_validate
 
-
 RNN_PARAMS = {"hidden_size": 15, "num_layers": 1, "batch_size": 64, "lr": 1e-3,
               "weight_decay": 0.01, "optimizer": "sgd", "dropout": 0.0}  # the rnn grid point
 
