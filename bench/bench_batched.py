@@ -26,7 +26,7 @@ import torch
 from bench_training import DLFMLSTM, LSTM_PARAMS, dlfm_fold, load_splits
 
 from dlfm_auto.models import get_family
-from dlfm_auto.training import cross_validate
+from dlfm_auto.training import cross_validate, train_many, train_split
 
 RNN_PARAMS = {"hidden_size": 15, "num_layers": 1, "batch_size": 64, "lr": 1e-3,
               "weight_decay": 0.01, "optimizer": "sgd", "dropout": 0.0}  # the rnn grid point
@@ -89,6 +89,31 @@ def main() -> None:
     print(f"\n  rnn grid point (hidden 15, 1 layer, SGD lr 1e-3, wd 0.01), {ep} epochs: "
           f"per fold (oneDNN) {tb:.4f}, batched {tn:.4f} s/fold-epoch ({tb / tn:.2f}x); "
           f"CV R² {np.mean([v[1] for v in b]):.4f} vs {np.mean([v[1] for v in n]):.4f}")
+    if torch.cuda.is_available():
+        gpu(splits, args.epochs)
+
+
+def gpu(splits: list, epochs: int) -> None:
+    """On a CUDA machine: the folds one by one (cuDNN) vs the batched torch engine."""
+    fam, seeds = get_family("lstm"), list(range(len(splits)))
+
+    def per_fold(p: dict) -> list:
+        return [train_split(fam, p, s, seed=i, device="cuda", patience=10**6, threads=None)
+                for i, s in enumerate(splits)]
+
+    def batched(p: dict) -> list:
+        return train_many(fam, p, splits, seeds, device="cuda", patience=10**6, threads=None)
+
+    print(f"\n  GPU ({torch.cuda.get_device_name()}), {epochs} epochs:")
+    for label, fn in (("cuDNN, one fold at a time", per_fold),
+                      ("batched torch engine", batched)):
+        fn({**LSTM_PARAMS, "epochs": 1})  # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = fn({**LSTM_PARAMS, "epochs": epochs})
+        torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / sum(r.epochs_run for r in res)
+        print(f"  {label:34}{dt:>14.4f}{np.mean([r.r2 for r in res]):>9.4f}")
 
 
 if __name__ == "__main__":
