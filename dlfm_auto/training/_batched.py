@@ -133,7 +133,8 @@ def train_members(
     another: member i's values are held back until members 0..i-1 have stopped, so a pruner
     that reads the latest step sees the same sequence; when a report raises (e.g.
     ``optuna.TrialPruned``) every member stops and the exception propagates.
-    Requires :func:`batch_applies`.
+    A member's ``seconds`` is its wall time from set-up to its stop: members of a batch
+    overlap, so their sum overstates the batch's time. Requires :func:`batch_applies`.
     """
     if len(splits) != len(seeds):
         raise ValueError("one seed per split")
