@@ -27,7 +27,13 @@ from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._space import Restricted, Space, feasible_space
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.training import baselines, cross_validate, report_stride, train_split
+from dlfm_auto.training import (
+    baselines,
+    cross_validate,
+    report_stride,
+    train_many,
+    train_split,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -157,6 +163,9 @@ class Objective:
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)
             results = cross_validate(self.family, params, splits, report=self._reporter(trial),
                                      seed=spec.seed, stride=self.stride, **common).folds
+        elif spec.pruner == "none":  # the folds as one batched model where it applies
+            results = train_many(self.family, params, splits,
+                                 [spec.seed + i for i in range(len(splits))], **common)
         else:
             results = []
             for i, split in enumerate(splits):
