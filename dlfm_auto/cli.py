@@ -160,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _VERBS[args.verb](args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from dlfm_auto._urls import mask_secrets  # a password is never printed (last guard)
+
+        print(f"error: {mask_secrets(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: everything finished so far is saved", file=sys.stderr)

@@ -281,6 +281,7 @@ def _note(study: optuna.Study) -> str:
     ("columns = 'TA'", ["'columns'", "a list of strings"]),
     ("sampler = 'bayes'", ["'sampler'", "one of", "'tpe'"]),
     ("doy = 1", ["'doy'", "true or false"]),
+    ("n_trials = -1", ["'n_trials'", ">= 0"]),
     ("n_trials = [", ["not valid TOML"]),
 ])
 def test_study_file_errors_name_the_key(site, tmp_path, capsys, line, words):
@@ -324,15 +325,17 @@ def test_a_diverged_trial_fails_and_the_study_goes_on(site, tmp_path, monkeypatc
 
     import dlfm_auto.study._objective as objective
 
-    real = objective.train_split
+    real = objective.train_many
     calls = []
 
     def first_diverges(*a, **kw):  # the first trial's first fold returns NaN
         res = real(*a, **kw)
         calls.append(1)
-        return dataclasses.replace(res, r2=float("nan")) if len(calls) == 1 else res
+        if len(calls) == 1:
+            res = [dataclasses.replace(res[0], r2=float("nan")), *res[1:]]
+        return res
 
-    monkeypatch.setattr(objective, "train_split", first_diverges)
+    monkeypatch.setattr(objective, "train_many", first_diverges)
     url = f"sqlite:///{tmp_path}/d.db"
     spec = build_spec("ann", site["prep"], length_given=True, n_trials=2, max_epochs=2,
                       pruner="none", sampler="random")

@@ -57,6 +57,7 @@ def _start_and_wait_for_second_trial(cmd, env, url):
     raise AssertionError("no second trial started in time")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_then_rerun(setup):
     cmd, env, url = setup
     proc, _ = _start_and_wait_for_second_trial(cmd, env, url)
@@ -83,6 +84,7 @@ def test_kill_9_mid_trial_then_rerun(setup):
     assert dead.params and dead.params.items() <= retry[0].params.items()
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_trial_then_rerun(setup):
     cmd, env, url = setup
     proc, _ = _start_and_wait_for_second_trial(cmd, env, url)
@@ -99,3 +101,21 @@ def test_ctrl_c_mid_trial_then_rerun(setup):
     assert [t.state for t in ts].count(TrialState.COMPLETE) == N
     retry = [t for t in ts if t.user_attrs.get("retry_of") == dead.number]
     assert len(retry) == 1 and dead.params and dead.params.items() <= retry[0].params.items()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_grid_soak_kill_9_then_one_rerun(tmp_path, backend):
+    """bench_soak.py with 3 kills: every grid point finished once, none RUNNING, exit 0."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_soak import PG_URL, _site, soak
+    from test_study import _pg_available
+
+    if backend == "postgresql" and not _pg_available():
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    url = f"sqlite:///{tmp_path}/soak.db" if backend == "sqlite" else PG_URL
+    res = soak(url, kills=3, seed=1, site=_site(tmp_path))
+    assert res["ok"], res
+    assert res["rerun_exit"] == 0 and res["distinct_points"] == res["finished"] == 32
+    assert res["running"] == res["waiting"] == res["points_run_twice"] == 0
+    assert res["failed"] == res["running_when_killed"]  # only killed trials failed

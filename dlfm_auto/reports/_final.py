@@ -32,7 +32,7 @@ from dlfm_auto.reports._common import (
 from dlfm_auto.reports._load import StudyContext, require_eval_years, study_context
 from dlfm_auto.reports._options import check_options
 from dlfm_auto.study._objective import skill_summary
-from dlfm_auto.training import baselines, predict, r2_mse, train_split
+from dlfm_auto.training import baselines, predict, r2_mse, train_many
 from dlfm_auto.training._ensemble import Ensemble
 
 #: Files of the final report that ``predict`` reads (the trained ensemble) and users open.
@@ -65,12 +65,12 @@ def train_final_models(ctx: StudyContext, num_models: int, *, device: str | None
     ds = prepare(ctx.prep)
     split = ds.eval_split()
     budget = final_budget(ctx)
-    results = []
-    for seed in range(num_models):
-        results.append(train_split(fam, ctx.params, split, max_epochs=budget, patience=10**9,
-                                   seed=ctx.spec.seed + 100 + seed, device=device,
-                                   restore_best=False))
-        if progress is not None:
+    # the seeds train as one batched model where it applies (same models as one by one)
+    results = train_many(fam, ctx.params, [split] * num_models,
+                         [ctx.spec.seed + 100 + seed for seed in range(num_models)],
+                         max_epochs=budget, patience=10**9, device=device, restore_best=False)
+    if progress is not None:
+        for _ in results:
             progress()
     return split, results
 

@@ -11,8 +11,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
 from dlfm_auto.study._runner import load_spec
+from dlfm_auto.study._runner import load_study as load_named
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.study._storage import display_url, open_storage
+from dlfm_auto.study._storage import open_storage
 
 
 @dataclass
@@ -32,14 +33,8 @@ class StudyContext:
 
 
 def load_study(storage_url: str, name: str) -> optuna.Study:
-    storage = open_storage(storage_url, heartbeat=False, must_exist=True)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        from dlfm_auto._errors import unknown_name_error
-
-        raise unknown_name_error(f"study in {display_url(storage_url)}", name, names) from None
+    return load_named(open_storage(storage_url, heartbeat=False, must_exist=True), name,
+                      storage_url)
 
 
 def check_data_file(spec: StudySpec, data_override: str | None = None) -> StudySpec:
@@ -54,7 +49,9 @@ def check_data_file(spec: StudySpec, data_override: str | None = None) -> StudyS
                         f"a copy of {spec.data_name}")
     sha = file_sha256(path)
     if spec.data_sha256 and sha != spec.data_sha256:
-        raise UserError(f"the data file {path} changed since the study ran (sha256 "
+        what = ("differs from the study's file" if data_override else
+                "changed since the study ran")
+        raise UserError(f"the data file {path} {what} ({spec.data_name}; sha256 "
                         f"{sha[:12]}... vs {spec.data_sha256[:12]}...); re-run the study or pass "
                         f"--data with the original file")
     return spec

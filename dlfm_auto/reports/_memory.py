@@ -43,7 +43,7 @@ from dlfm_auto.reports._common import (
 from dlfm_auto.reports._options import check_options
 from dlfm_auto.study._spec import check_study_name
 from dlfm_auto.study._storage import open_storage
-from dlfm_auto.training import baselines, predict, r2_mse, train_split
+from dlfm_auto.training import baselines, predict, r2_mse, train_many, train_split
 
 MEMORY_ATTR = "dlfm_auto.memory"
 DEFAULT_LENGTHS = (1, 3, 7, 14, 30, 60, 90, 120)
@@ -130,10 +130,11 @@ class MemoryObjective:
         # --max-epochs: trees are not cut to 100 for lack of an ``epochs`` parameter.
         cap = self.spec.get("max_epochs")
         cv, chosen = [], []
-        for i, split in enumerate(ds.cv_splits()):
-            res = train_split(self.family, params, split, max_epochs=cap,
-                              patience=int(self.spec.get("patience", 50)),
-                              seed=1000 * seed + i, device=self.device)
+        splits = ds.cv_splits()
+        folds = train_many(self.family, params, splits,  # one batched model where it applies
+                           [1000 * seed + i for i in range(len(splits))], max_epochs=cap,
+                           patience=int(self.spec.get("patience", 50)), device=self.device)
+        for split, res in zip(splits, folds, strict=True):
             cv.append(_year_record(split.val_years[0], split, res.mse))
             chosen.append(int(res.best_epoch))
         trial.set_user_attr("cv_years", cv)

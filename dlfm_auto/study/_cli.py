@@ -14,6 +14,35 @@ from dlfm_auto._urls import DEFAULT_STORAGE, display_url
 from dlfm_auto.study import _config_file as config_file
 
 
+def _count(minimum: int, what: str):
+    """argparse type: an integer >= ``minimum``; the message names the allowed values."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < minimum:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: must be an integer >= "
+                                             f"{minimum}")
+        return v
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """argparse type for --timeout: a positive number of seconds."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: must be a number of "
+                                         "seconds > 0")
+    return v
+
+
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; PostgreSQL: "
@@ -30,12 +59,14 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "wilcoxon", "none"])
-    p.add_argument("--n-trials", type=int, default=20, help="total trials wanted in the study")
-    p.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
-    p.add_argument("--max-epochs", type=int, help="cap every epoch budget")
-    p.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs)")
+    p.add_argument("--n-trials", type=_count(0, "--n-trials"), default=20,
+                   help="total trials wanted in the study (0: no total, workers decide)")
+    p.add_argument("--timeout", type=_seconds, help="stop starting trials after S seconds")
+    p.add_argument("--max-epochs", type=_count(1, "--max-epochs"), help="cap every epoch budget")
+    p.add_argument("--patience", type=_count(1, "--patience"), default=50,
+                   help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=int, default=1,
+    p.add_argument("--n-jobs", "--n-workers", dest="n_jobs", type=_count(0, "--n-jobs"), default=1,
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,9 +76,11 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study_name")
     _add_storage(p)
     p.add_argument("--data", help="local copy of the study's data file (checked by hash)")
-    p.add_argument("--n-trials", type=int, help="stop after this many trials from this worker")
-    p.add_argument("--timeout", type=float)
-    p.add_argument("--worker-id", type=int, default=None, help="sampler seed offset")
+    p.add_argument("--n-trials", type=_count(1, "--n-trials"),
+                   help="stop after this many trials from this worker")
+    p.add_argument("--timeout", type=_seconds, help="stop starting trials after S seconds")
+    p.add_argument("--worker-id", type=_count(0, "--worker-id"), default=None,
+                   help="sampler stream (default: a fresh one from the study)")
 
     p = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(p)
@@ -89,9 +122,15 @@ def run_study(args: argparse.Namespace) -> int:
         sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
         max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
     )
+    from dlfm_auto.study._space import feasible_space
+
+    note = feasible_space(spec).note
+    if note:
+        print(f"note: {note}")
     name = args.study_name or default_study_name(spec)
     study = create_or_resume(args.storage, name, spec)
     config_file.store_on_study(study, args)
+    first_new = len(study.get_trials(deepcopy=False))
     total = study.user_attrs["n_trials"]
     done = finished_count(study)
     print(f"study {name!r} in {display_url(args.storage)}: {spec.family} on {spec.data_name} "
@@ -103,7 +142,7 @@ def run_study(args: argparse.Namespace) -> int:
         return 0
     artifacts = args.artifact_dir or default_artifacts_dir(args.storage)
     opts = WorkerOptions(
-        storage_url=args.storage, study_name=name,
+        storage_url=args.storage, study_name=name, report_errors=args.n_jobs <= 1,
         deadline=(time.time() + args.timeout) if args.timeout else None,
     )
     t0 = time.time()
@@ -115,8 +154,8 @@ def run_study(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: finished trials are saved in {display_url(args.storage)}; "
               "run the same command to resume", file=sys.stderr)
         return 130
-    _print_summary(args.storage, name, time.time() - t0, artifacts)
-    return 0
+    return _print_summary(args.storage, name, time.time() - t0, artifacts, first_new,
+                          report_errors=args.n_jobs > 1)
 
 
 def _force_bar() -> bool:
@@ -127,25 +166,28 @@ def _force_bar() -> bool:
 
 @cli.verb("worker")
 def worker(args: argparse.Namespace) -> int:
-    import os
-
     from dlfm_auto.study._artifacts import BestModelSaver, default_artifacts_dir
     from dlfm_auto.study._runner import WorkerOptions, work
 
     opts = WorkerOptions(
         storage_url=args.storage, study_name=args.study_name, data_override=args.data,
-        worker=args.worker_id if args.worker_id is not None else os.getpid() % 997,
-        max_trials=args.n_trials,
+        worker=args.worker_id, max_trials=args.n_trials, report_errors=True,
         deadline=(time.time() + args.timeout) if args.timeout else None,
     )
     saver = BestModelSaver(args.artifact_dir or default_artifacts_dir(args.storage))
     try:
-        ran = work(opts, on_best=saver)
+        r = work(opts, on_best=saver)
     except KeyboardInterrupt:
         print("interrupted: the running trial is marked failed and will be re-run",
               file=sys.stderr)
         return 130
-    print(f"worker finished: ran {ran} trial(s) of study {args.study_name!r}")
+    print(f"worker finished: ran {int(r)} trial(s) of study {args.study_name!r}: "
+          f"{r.complete} complete, {r.pruned} pruned, {r.infeasible} infeasible, "
+          f"{r.failed} failed")
+    if int(r) and not r.complete and not r.pruned:
+        print(f"error: no trial finished ({r.failed} failed, {r.infeasible} infeasible); "
+              f"first: {r.first_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -180,17 +222,11 @@ def studies(args: argparse.Namespace) -> int:
 
 @cli.verb("best")
 def best(args: argparse.Namespace) -> int:
-    import optuna
-
-    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._runner import load_study, study_summary
     from dlfm_auto.study._storage import open_storage
 
     storage = open_storage(args.storage, heartbeat=False, must_exist=True)
-    try:
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-    except KeyError:
-        raise UserError(f"no study named {args.study_name!r} in {display_url(args.storage)}"
-                        ) from None
+    study = load_study(storage, args.study_name, args.storage)
     s = study_summary(study, skill=True)
     if "best" not in s:
         raise UserError(f"study {args.study_name!r} has no complete trial yet")
@@ -282,22 +318,30 @@ def _note(study: object, b: dict, lines: list[str]) -> None:
                     + "\n")
 
 
-def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) -> None:
+def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,
+                   first_new: int, report_errors: bool) -> int:
+    """The end-of-run table; the first failure of this run (one line); the exit code."""
     import optuna
+    from optuna.trial import TrialState
     from rich.console import Console
     from rich.table import Table
 
-    from dlfm_auto.study._runner import study_summary
+    from dlfm_auto.study._runner import failure_line, study_summary
     from dlfm_auto.study._storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
     s = study_summary(study, skill=True)
     c = s["counts"]
+    new = [t for t in study.get_trials(deepcopy=False) if t.number >= first_new]
+    bad = [t for t in new if t.state == TrialState.FAIL and "error" in t.user_attrs
+           or "infeasible" in t.user_attrs]
+    infeasible = sum("infeasible" in t.user_attrs for t in study.get_trials(deepcopy=False))
     t = Table(title=f"study {name}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("trials", f"{c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed, "
-                        f"{c['running']} running, {c['waiting']} queued")
+    t.add_row("trials", f"{c['complete']} complete, {c['pruned']} pruned"
+                        + (f" ({infeasible} infeasible)" if infeasible else "")
+                        + f", {c['fail']} failed, {c['running']} running, {c['waiting']} queued")
     if "best" in s:
         b = s["best"]
         sd = b.get("cv_r2_sd") or 0.0
@@ -315,3 +359,12 @@ def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str) 
     t.add_row("dashboard", f"optuna-dashboard {display_url(storage_url)} --artifact-dir {artifacts}"
                            f"   (or: python -m dlfm_auto dashboard)")
     Console(width=140).print(t)
+    if bad and report_errors:  # one worker printed it as it happened otherwise
+        print(f"error: {failure_line(bad[0])}", file=sys.stderr)
+    finished = [t for t in new if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                and "infeasible" not in t.user_attrs]
+    if new and not finished and bad:
+        print(f"error: this run finished no trial ({len(bad)} failed or infeasible)",
+              file=sys.stderr)
+        return 1
+    return 0

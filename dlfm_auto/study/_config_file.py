@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class KeyRule:
     dest: str
     kind: str  # "bool", "int", "float", "str", "list[str]"
     choices: tuple[Any, ...] | None = None
+    parse: Callable[[str], Any] | None = None  # the option's own checking type (ranges)
 
     def convert(self, key: str, value: Any, where: str) -> Any:
         ok = {
@@ -54,6 +56,11 @@ class KeyRule:
                             f"({_toml_type(value)})")
         if self.kind == "float":
             value = float(value)
+        if self.parse is not None:  # the command line's own check (e.g. n_trials >= 0)
+            try:
+                value = self.parse(str(value))
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+                raise UserError(f"{where}: key {key!r}: {e}") from None
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{where}: key {key!r} must be one of "
                             f"{', '.join(map(repr, self.choices))}, got {value!r}")
@@ -79,7 +86,8 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
             continue
         defaults[a.dest] = a.default
         a.default = argparse.SUPPRESS
-        rule = KeyRule(a.dest, _kind(a), tuple(a.choices) if a.choices else None)
+        custom = a.type if callable(a.type) and a.type not in (int, float, str) else None
+        rule = KeyRule(a.dest, _kind(a), tuple(a.choices) if a.choices else None, custom)
         names = [s.lstrip("-") for s in a.option_strings if s.startswith("--")] or [a.dest]
         for n in names:
             rules[n.replace("-", "_")] = rule
@@ -90,11 +98,20 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
 
 
 def _kind(a: argparse.Action) -> str:
+    """The TOML type of an option: from its action, or what its checking type returns."""
     if isinstance(a, argparse._StoreTrueAction | argparse._StoreFalseAction):
         return "bool"
     if a.nargs in ("+", "*"):
         return "list[str]"
-    return {int: "int", float: "float"}.get(a.type, "str")
+    if a.type in (int, float, str, None):
+        return {int: "int", float: "float"}.get(a.type, "str")
+    try:  # a checking type such as "an integer >= 1": its value for "1" says int or float
+        probe = a.type("1")
+    except Exception:
+        return "str"
+    if isinstance(probe, bool) or not isinstance(probe, int | float):
+        return "str"
+    return "int" if isinstance(probe, int) else "float"
 
 
 def read_study_file(path: str | Path, rules: dict[str, KeyRule]) -> tuple[dict[str, Any], str]:

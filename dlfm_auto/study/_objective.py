@@ -25,14 +25,17 @@ from optuna.trial import TrialState
 
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._space import Restricted, Space, feasible_space
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.training import baselines, cross_validate, report_stride, train_split
+from dlfm_auto.training import (
+    baselines,
+    cross_validate,
+    report_stride,
+    train_many,
+    train_split,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-class SurplusTrial(Exception):
-    """The study's total was reached by other workers while this trial was being started."""
 
 
 class NonFiniteScore(ValueError):
@@ -68,7 +71,9 @@ def trial_prep(spec: StudySpec, length: int) -> PrepareConfig:
     match = spec.prep.match_length
     lengths = getattr(get_family(spec.family), "sequence_lengths", None)
     if not spec.fixed_length and lengths:
-        match = max(max(lengths), match or 0, length)
+        # The longest L the data can fill (the whole choice list unless a short record cut it)
+        longest = feasible_space(spec).match_length or max(lengths)
+        match = max(longest, match or 0, length)
     return spec.prep.replace(sequence_length=length, match_length=match)
 
 
@@ -145,24 +150,11 @@ class Objective:
         self.device = device
         self.stride = report_stride(self.family, spec.max_epochs)
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
-
-    def _check_surplus(self, trial: optuna.Trial) -> None:
-        """Stop a trial started after other workers already reached the total."""
-        if self.spec.sampler == "grid":
-            # Grid points are pre-queued; a trial that did not come from the queue (another
-            # worker took the last point between our check and our ask) would repeat a point.
-            attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-            if "fixed_params" not in attrs:
-                raise SurplusTrial("no queued grid point left")
-            return
-        earlier = trial.study.get_trials(
-            deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)
-        )
-        n = sum(1 for t in earlier if t.number < trial.number)
-        if n >= self.spec.n_trials:
-            raise SurplusTrial(f"total of {self.spec.n_trials} trials reached")
+        self.space: Space | None = None  # choices the data can fill (study/_space.py)
 
     def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.space is not None and self.space.choices:
+            trial = Restricted(trial, self.space.choices)  # type: ignore[assignment]
         if self.spec.sampler == "grid":
             return suggest_grid(trial, self.spec)
         if self.spec.fixed_length:
@@ -170,7 +162,6 @@ class Objective:
         return dict(self.family.suggest(trial))
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self._check_surplus(trial)
         try:
             return self._run(trial)
         except KeyboardInterrupt:
@@ -192,6 +183,9 @@ class Objective:
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)
             results = cross_validate(self.family, params, splits, report=self._reporter(trial),
                                      seed=spec.seed, stride=self.stride, **common).folds
+        elif spec.pruner == "none":  # the folds as one batched model where it applies
+            results = train_many(self.family, params, splits,
+                                 [spec.seed + i for i in range(len(splits))], **common)
         else:
             results = []
             for i, split in enumerate(splits):

@@ -1,25 +1,48 @@
-"""Opening study storages safely.
+"""Opening study storages safely, and the storage-level guarantees the workers rely on.
 
 SQLite under ``studies/`` is the default; any SQLAlchemy URL (PostgreSQL for many machines) and
 Optuna's journal file backend work the same. Before Optuna touches an existing SQLite file we
-check, read-only, that it is an Optuna database: a corrupt, locked or foreign file gets a clear
-error and is never modified. Heartbeats are on for every RDB storage, so a trial whose process
-died (kill -9, power cut) is failed and re-queued by the next worker that starts a trial.
+check, read-only, that it is an Optuna database: a corrupt, locked, read-only or foreign file
+gets a clear error and is never modified. Every error names the storage with its password
+masked (``***``): this module is where every verb opens a storage, so masking here covers them.
+
+What the storages returned here add to Optuna's (one mixin, three backends):
+
+* ``exclusive()``: one lock per storage across processes and machines (a file lock beside a
+  SQLite/journal file, a PostgreSQL advisory lock), for check-then-act steps: first creation of
+  a SQLite file, storing a study's spec, queueing grid points, re-queueing dead trials.
+* a cap on trial creation (``cap``): a worker asks for a new trial only while the study's
+  finished + running + queued trials are under its total, checked and created under the lock,
+  so no surplus trial is ever created and then failed.
+* the owner of every running trial (user attrs ``host``, ``pid``): a trial left RUNNING by a
+  dead process of this host is failed and re-queued at once (``fail_dead_local_trials``);
+  trials of other hosts by the heartbeat (grace period).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sqlite3
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 from dlfm_auto._errors import UserError
-from dlfm_auto._urls import DEFAULT_STORAGE, display_url  # noqa: F401 (re-exported)
+from dlfm_auto._urls import DEFAULT_STORAGE, display_url, mask_secrets  # noqa: F401 (re-exported)
+
+#: States that hold a slot of the study's total (finished, running, queued).
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+MAX_RETRIES = 10  # re-runs of one trial whose process died (a trial that kills it: not for ever)
 
 # Heartbeats and stale-trial retry are "experimental" in Optuna since 2.8; we rely on them on
 # purpose, so their warnings would only be noise for users.
@@ -33,6 +56,14 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def is_in_memory(url: str) -> bool:
+    """``sqlite://``, ``sqlite:///`` and ``sqlite:///:memory:`` live only inside one process."""
+    if not url.startswith("sqlite:"):
+        return False
+    rest = url[len("sqlite:") :].split("?", 1)[0].lstrip("/")
+    return rest in ("", ":memory:")
+
+
 def sqlite_path(url: str) -> Path | None:
     """File path of a ``sqlite:///`` URL (None for other storages or in-memory SQLite)."""
     if not url.startswith("sqlite:///"):
@@ -42,12 +73,41 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def journal_path(url: str) -> Path | None:
-    """Journal file of a ``journal:///path`` URL or a bare ``*.journal``/``*.log`` path."""
-    if url.startswith("journal:///"):
-        return Path(url[len("journal:///") :])
+    """Journal file of a ``journal://`` URL or a bare ``*.journal``/``*.log`` path.
+
+    ``journal:///abs/path.journal`` (three slashes: empty host, then an absolute path, as in a
+    ``file://`` URL) is ``/abs/path.journal``; ``journal://rel/path.journal`` and a bare path
+    are relative to the current folder.
+    """
+    if url.startswith("journal://"):
+        rest = url[len("journal://") :]
+        # journal:////abs (four slashes, SQLAlchemy's absolute form) is /abs too, not //abs
+        return Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
     if "://" not in url and url.endswith((".journal", ".log")):
         return Path(url)
     return None
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, a storage file or folder that cannot be written.
+
+    Permission bits are checked as well as ``os.access`` (root may write anything, yet a file
+    made read-only by its owner was meant to stay unchanged). SQLite also needs to write its
+    journal beside the file, so the folder must be writable too.
+    """
+    def read_only(p: Path) -> bool:
+        return not os.access(p, os.W_OK) or not (p.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP
+                                                                      | stat.S_IWOTH))
+
+    if path.exists() and path.is_file() and read_only(path):
+        raise UserError(f"study storage {path} is read-only; nothing was changed: make it "
+                        f"writable, or pass --storage with a writable file")
+    folder = path.parent if str(path.parent) else Path(".")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and read_only(folder):
+        raise UserError(f"the folder {folder} of study storage {path.name} is read-only; "
+                        f"nothing was changed: make it writable, or pass --storage elsewhere")
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -76,6 +136,11 @@ def check_sqlite_file(path: Path) -> None:
         finally:
             con.close()
     except sqlite3.OperationalError as e:
+        if "readonly" in str(e) and path.with_name(path.name + "-journal").exists():
+            # A hot rollback journal: a process was killed mid-write. SQLite rolls it back on
+            # the next read-write open (its own crash recovery), which a read-only check
+            # cannot do; the file is not corrupt.
+            return
         if "locked" in str(e):
             raise UserError(
                 f"study storage {path} is locked by another program (an open transaction "
@@ -95,68 +160,330 @@ def check_sqlite_file(path: Path) -> None:
         )
 
 
-class SQLiteStorage(RDBStorage):
-    """RDBStorage for SQLite whose WAITING -> RUNNING claim is atomic across processes.
+class TotalReached(Exception):
+    """A new trial was refused: the study's total is held by finished, running, queued trials."""
 
-    Optuna claims a queued trial with ``SELECT ... FOR UPDATE`` then ``UPDATE``; SQLite ignores
-    ``FOR UPDATE``, so two workers can both read a trial as WAITING and both run it (seen here
-    with two workers on a grid study: one point ran twice, the second ``tell`` failed). A file
-    lock beside the database serialises the claim; PostgreSQL's row lock needs no help.
-    """
 
-    def __init__(self, url: str, lock_path: Path, **kw: object) -> None:
-        super().__init__(url, **kw)
-        self._lock_path = lock_path
+class _FileLock:
+    """An exclusive ``flock`` on a file, re-entrant within one process (nested sections)."""
 
-    def set_trial_state_values(self, trial_id, state, values=None):  # type: ignore[override]
-        if state != optuna.trial.TrialState.RUNNING:
-            return super().set_trial_state_values(trial_id, state, values)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._depth = 0
+        self._file: Any = None
+        self._mutex = threading.RLock()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
         import fcntl
 
-        with open(self._lock_path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        with self._mutex:
+            if self._depth == 0:
+                self._file = open(self.path, "a")  # noqa: SIM115 (held across the section)
+                fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._depth += 1
             try:
-                return super().set_trial_state_values(trial_id, state, values)
+                yield
             finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._file, fcntl.LOCK_UN)
+                    self._file.close()
+                    self._file = None
+
+
+class _AdvisoryLock:
+    """A PostgreSQL session advisory lock on its own connection, re-entrant within a process."""
+
+    KEY = 0x646C666D  # "dlfm": one lock per database, held only for short check-then-act steps
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._depth = 0
+        self._conn: Any = None
+        self._mutex = threading.RLock()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        from sqlalchemy import text
+
+        with self._mutex:
+            if self._depth == 0:
+                self._conn = self._engine.connect()
+                self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    try:
+                        self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+                    finally:
+                        self._conn.close()
+                        self._conn = None
+
+
+def _proc_start(pid: int) -> str:
+    """Start time of a process (clock ticks since boot), to tell a reused pid from its owner."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+_HOST = socket.gethostname()
+OWNER_ATTR = "dlfm_auto.owner_start"  # system attr: start time of the owner process
+
+
+def this_host() -> str:
+    """The host name recorded on the trials this machine runs."""
+    return _HOST
+
+
+class _Guarded:
+    """Mixin for Optuna storages: an exclusive section, a creation cap, trial owners."""
+
+    _lock: Any = None
+    #: (study_id, total): creating a trial beyond ``total`` live trials raises TotalReached
+    cap: tuple[int, float] | None = None
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One process at a time, across processes (and machines for PostgreSQL)."""
+        if self._lock is None:
+            yield
+        else:
+            with self._lock():
+                yield
+
+    def _capped_create(self, create: Any, study_id: int, template: FrozenTrial | None) -> Any:
+        if template is not None or self.cap is None or self.cap[0] != study_id:
+            return create(study_id, template)
+        with self.exclusive():
+            live = self.get_all_trials(study_id, deepcopy=False, states=LIVE)  # type: ignore[attr-defined]
+            if len(live) >= self.cap[1]:
+                raise TotalReached(f"{len(live)} trials finished, running or queued")
+            return create(study_id, template)
+
+    def _mark_owner(self, trial_id: int) -> None:
+        """Record which process runs the trial (host, pid, process start time)."""
+        pid = os.getpid()
+        self.set_trial_user_attr(trial_id, "host", _HOST)  # type: ignore[attr-defined]
+        self.set_trial_user_attr(trial_id, "pid", pid)  # type: ignore[attr-defined]
+        self.set_trial_system_attr(trial_id, OWNER_ATTR, _proc_start(pid))  # type: ignore[attr-defined]
+
+    def _claim(self, claim: Any, trial_id: int, state: TrialState, values: Any) -> bool:
+        if state != TrialState.RUNNING:
+            return claim(trial_id, state, values)
+        # SQLite ignores Optuna's SELECT ... FOR UPDATE: two workers could both claim one
+        # queued trial (one grid point run twice). The lock makes the claim atomic everywhere.
+        with self.exclusive():
+            ok = claim(trial_id, state, values)
+        if ok:
+            self._mark_owner(trial_id)
+        return ok
+
+
+class GuardedRDBStorage(_Guarded, RDBStorage):
+    """RDBStorage (SQLite, PostgreSQL, ...) with the guarantees of :class:`_Guarded`."""
+
+    def _create_new_trial(self, study_id, template_trial=None):  # type: ignore[override]
+        frozen = self._capped_create(super()._create_new_trial, study_id, template_trial)
+        if template_trial is None:
+            self._mark_owner(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(self, trial_id, state, values=None):  # type: ignore[override]
+        return self._claim(super().set_trial_state_values, trial_id, state, values)
+
+
+class GuardedJournalStorage(_Guarded, JournalStorage):
+    """JournalStorage with the guarantees of :class:`_Guarded` (its lock: a file beside it)."""
+
+    def create_new_trial(self, study_id, template_trial=None):  # type: ignore[override]
+        trial_id = self._capped_create(super().create_new_trial, study_id, template_trial)
+        if template_trial is None:
+            self._mark_owner(trial_id)
+        return trial_id
+
+    def set_trial_state_values(self, trial_id, state, values=None):  # type: ignore[override]
+        return self._claim(super().set_trial_state_values, trial_id, state, values)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_lock", None)
+        return state
+
+
+def guarded(storage: optuna.storages.BaseStorage) -> _Guarded | None:
+    """The guarded storage under Optuna's cache wrapper (``study._storage``), if any."""
+    inner = getattr(storage, "_backend", storage)
+    return inner if isinstance(inner, _Guarded) else None
+
+
+def owner_is_dead(trial: FrozenTrial) -> bool:
+    """The trial's owner process ran on this host and is gone (or its pid was reused)."""
+    if trial.user_attrs.get("host") != _HOST:
+        return False
+    pid = trial.user_attrs.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by another user
+    started = trial.system_attrs.get(OWNER_ATTR)
+    return bool(started) and _proc_start(pid) != started
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue a re-run of a trial that died with its process: its WHOLE point.
+
+    A queued (grid) trial is re-run with its queued point (``fixed_params``), not with the
+    parameters it had drawn before the kill; a sampled trial keeps what it had drawn. Nothing
+    is queued when a live trial already covers the point (another process re-queued it) or the
+    trial was retried ``MAX_RETRIES`` times. Returns whether a trial was queued.
+    """
+    point = trial.system_attrs.get("fixed_params") or trial.params
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRIES:
+        return False
+    g = guarded(study._storage)
+    section = g.exclusive() if g is not None else contextlib.nullcontext()
+    with section:
+        for t in study.get_trials(deepcopy=False, states=LIVE):
+            if trial_point(t) == point and t.number != trial.number:
+                return False
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            system_attrs={"fixed_params": point,
+                          "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                          "retry_history": history},
+        ))
+    return True
+
+
+def trial_point(t: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial stands for: its queued point when it had one, else its draws."""
+    return t.system_attrs.get("fixed_params") or t.params
+
+
+def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Heartbeat callback: a trial whose heartbeat stopped is re-queued (its whole point)."""
+    requeue(study, trial)
+
+
+def _orphaned(trial: FrozenTrial) -> bool:
+    """A RUNNING trial with no owner recorded, started over a grace period ago.
+
+    A process killed between creating (or claiming) a trial and recording its owner leaves such
+    a trial; it has no heartbeat either, and Optuna never counts a trial without a heartbeat as
+    stale, so without this it would stay RUNNING for ever.
+    """
+    from datetime import UTC, datetime
+
+    if "host" in trial.user_attrs or trial.datetime_start is None:
+        return False
+    start = trial.datetime_start
+    now = datetime.now(UTC) if start.tzinfo else datetime.now()
+    return (now - start).total_seconds() > max(heartbeat_settings()[1], 10)
+
+
+def fail_dead_local_trials(study: optuna.Study) -> int:
+    """Fail and re-queue RUNNING trials whose owner process on this host is gone; count.
+
+    Also trials with no recorded owner after a grace period (see ``_orphaned``).
+    """
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not (owner_is_dead(t) or _orphaned(t)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(
+                t._trial_id, "error",
+                f"its process (pid {t.user_attrs.get('pid')} on {_HOST}) died"
+                if "host" in t.user_attrs else "its process died before recording itself")
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process failed (or finished) it first
+        requeue(study, study._storage.get_trial(t._trial_id))
+        n += 1
+    return n
 
 
 def open_storage(url: str = DEFAULT_STORAGE, *, heartbeat: bool = True, must_exist: bool = False
                  ) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url`` with heartbeats; user-facing errors for bad URLs/files."""
+    """An Optuna storage for ``url``; user-facing errors (password masked) for bad URLs/files.
+
+    ``heartbeat=True`` is for processes that write (run-study, workers, memory units): the
+    storage must be writable and gets heartbeats; read-only verbs pass ``heartbeat=False``.
+    """
+    shown = display_url(url)
+    if is_in_memory(url):
+        raise UserError(f"storage {shown!r} is an in-memory database that vanishes when this "
+                        f"process ends; pass a file (sqlite:///studies/dlfm.db) or a server URL")
     jpath = journal_path(url)
     if jpath is not None:
-        if must_exist and not jpath.exists():
-            raise UserError(f"no study journal at {jpath}")
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(jpath)))
+        return _open_journal(jpath, heartbeat=heartbeat, must_exist=must_exist)
     spath = sqlite_path(url)
     engine_kwargs: dict = {}
+    lock: _FileLock | None = None
     if spath is not None:
         if must_exist and not spath.exists():
             raise UserError(f"no study database at {spath} (run `run-study` first)")
         check_sqlite_file(spath)
-        spath.parent.mkdir(parents=True, exist_ok=True)
+        if heartbeat:
+            check_writable(spath)
         # Parallel writers wait for the lock instead of failing with "database is locked".
         engine_kwargs = {"connect_args": {"timeout": 120}}
+        if heartbeat or not spath.exists():
+            spath.parent.mkdir(parents=True, exist_ok=True)
+            lock = _FileLock(spath.with_name(spath.name + ".lock"))
     elif url.startswith("postgresql"):
-        engine_kwargs = {"pool_pre_ping": True}
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     kw: dict = {}
     if heartbeat:
         interval, grace = heartbeat_settings()
-        kw = dict(
-            heartbeat_interval=interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        kw = dict(heartbeat_interval=interval, grace_period=grace,
+                  heartbeat_stale_trial_callback=_requeue_stale)
     try:
-        if spath is not None:
-            lock = spath.with_name(spath.name + ".lock")
-            return SQLiteStorage(url, lock, engine_kwargs=engine_kwargs, **kw)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **kw)
+        # Several processes creating a new SQLite file at once crash ("table studies already
+        # exists", "UNIQUE constraint failed: alembic_version"): create it under the lock.
+        with lock() if lock is not None else contextlib.nullcontext():
+            storage = GuardedRDBStorage(url, engine_kwargs=engine_kwargs, **kw)
     except ImportError as e:
-        raise UserError(f"storage {url!r} needs a database driver that is not installed: {e}"
-                        ) from None
+        raise UserError(f"storage {shown!r} needs a database driver that is not installed: "
+                        f"{mask_secrets(str(e))}") from None
     except Exception as e:  # sqlalchemy errors: bad URL, server down, schema too new/old
-        msg = str(e).splitlines()[0]
-        raise UserError(f"cannot open study storage {url!r}: {msg}") from None
+        msg = mask_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise UserError(f"cannot open study storage {shown!r}: {msg}") from None
+    storage._lock = lock if lock is not None else (
+        _AdvisoryLock(storage.engine) if storage.engine.dialect.name == "postgresql" else None)
+    return storage
+
+
+def _open_journal(path: Path, *, heartbeat: bool, must_exist: bool) -> GuardedJournalStorage:
+    if must_exist and not path.exists():
+        raise UserError(f"no study journal at {path}")
+    if path.is_dir():
+        raise UserError(f"study journal {path} is a directory, not a file")
+    if heartbeat:
+        check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = GuardedJournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise UserError(f"cannot open study journal {path}: {e.strerror or e}") from None
+    except Exception as e:  # garbage in the file: JSON/UTF-8 decoding or replay errors
+        raise UserError(f"study journal {path} is not an Optuna journal (corrupt, or another "
+                        f"kind of file: {type(e).__name__}); nothing was changed: move it away "
+                        f"or pass --storage") from None
+    storage._lock = _FileLock(path.with_name(path.name + ".dlfm-lock"))
+    return storage

@@ -87,9 +87,9 @@ def check_split(family: Any, params: dict[str, Any], split: Split) -> None:
     need = 2 * int(params.get("batch_size", 64)) if family.kind == "torch" else 2
     if n_train < need:
         raise UserError(
-            f"{family.name}: split {split.name} has too few training windows ({n_train} of {L} "
-            f"days; need at least {need}, 2 batches); use a shorter --sequence-length, a smaller "
-            "batch size, or a site with more years"
+            f"{family.name}: split {split.name} has too few training windows: {n_train} "
+            f"windows of {L} days, fewer than the {need} that two batches need; use a shorter "
+            "--sequence-length, a smaller batch size, or a site with more years"
         )
     if n_val == 0:
         raise UserError(
