@@ -11,6 +11,7 @@ import argparse
 from dlfm_auto import cli
 from dlfm_auto._errors import UserError
 from dlfm_auto._urls import DEFAULT_STORAGE
+from dlfm_auto.reports._compare_cli import add_leaderboard_parser, leaderboard_cmd
 
 
 def _extend(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,8 @@ def _extend(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--lags", help="0..L or a list 0,1,7 (default: the whole window)")
     v.add_argument("--artifact-dir")
     _common(v)
+
+    add_leaderboard_parser(kinds)
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -80,6 +83,8 @@ def report(args: argparse.Namespace) -> int:
                              params_source=args.params, max_epochs=args.max_epochs,
                              out_root=Path(args.out), n_jobs=args.n_jobs,
                              study_name=args.study_name, data=args.data)
+    elif args.kind == "leaderboard":
+        dest = leaderboard_cmd(args)
     else:
         from dlfm_auto.reports._variables import variables_report
 

@@ -65,7 +65,9 @@ def study_context(storage_url: str, name: str, data_override: str | None = None
     if not complete:
         raise UserError(f"study {name!r} has no complete trial yet: run `run-study` first")
     best = max(complete, key=lambda t: t.value)
-    params = {k: v for k, v in best.params.items() if k != "sequence_length"}
+    from dlfm_auto.study._objective import model_params
+
+    params = model_params(spec, best.params)  # e.g. dynamic_ann's layer_dims from units_i
     L = int(best.user_attrs.get("sequence_length", spec.prep.sequence_length))
     return StudyContext(study, spec, best, params, L)
 

@@ -88,7 +88,10 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
     if study.user_attrs.get("family") not in (None, family):
         raise UserError(f"study {name!r} is a {study.user_attrs['family']} study, not {family}")
     best = max(done, key=lambda t: t.value)
-    return {k: v for k, v in best.params.items() if k != "sequence_length"}
+    from dlfm_auto.study._objective import model_params
+    from dlfm_auto.study._runner import load_spec
+
+    return model_params(load_spec(study), best.params)
 
 
 def _default_params(family: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from dlfm_auto import cli
 from dlfm_auto._errors import UserError
 from dlfm_auto._urls import DEFAULT_STORAGE, display_url
+from dlfm_auto.study import _config_file as config_file
 
 
 def _count(minimum: int, what: str):
@@ -51,8 +52,8 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 def _extend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-study", help="create or resume a study and run its trials")
-    p.add_argument("family", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, xgboost, "
-                                  "random_forest")
+    p.add_argument("family", nargs="?", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, "
+                                             "xgboost, random_forest (or `family` in --config)")
     cli.add_data_args(p)
     _add_storage(p)
     p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")
@@ -69,6 +70,7 @@ def _extend(sub: argparse._SubParsersAction) -> None:
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    config_file.add_config_option(p)  # --config FILE.toml; keep it after every option
 
     p = sub.add_parser("worker", help="join an existing study and run trials until it is done")
     p.add_argument("study_name")
@@ -110,6 +112,7 @@ def run_study(args: argparse.Namespace) -> int:
         run_workers,
     )
 
+    args = config_file.resolve(args)  # defaults < --config file < options typed
     if args.data == "data/data.csv" and not Path(args.data).exists():
         raise UserError("no data/data.csv: pass --data PATH, or run "
                         "`python -m dlfm_auto demo-data` to write a synthetic demo site")
@@ -126,6 +129,7 @@ def run_study(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     name = args.study_name or default_study_name(spec)
     study = create_or_resume(args.storage, name, spec)
+    config_file.store_on_study(study, args)
     first_new = len(study.get_trials(deepcopy=False))
     total = study.user_attrs["n_trials"]
     done = finished_count(study)
@@ -301,14 +305,17 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _note(study: object, b: dict, lines: list[str]) -> None:
-    """The study's skill and baselines as a dashboard note (the final report replaces it)."""
-    try:
-        from optuna_dashboard import save_note
+    """The study's settings, then its skill and baselines, as the dashboard note."""
+    from dlfm_auto.study._notes import save_study_note
+    from dlfm_auto.study._runner import load_spec
 
-        save_note(study, f"## Study summary\n\nbest trial #{b['number']}: CV R² "
-                         f"{b['value']:.4f}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
-    except Exception:  # the summary is printed; the dashboard is a bonus
-        pass
+    try:
+        spec = load_spec(study)
+    except UserError:
+        return
+    save_study_note(study, spec, f"## Study summary\n\nbest trial #{b['number']}: CV R² "
+                                 f"{b['value']:.4f}\n\n" + "\n".join(f"- {x}" for x in lines)
+                    + "\n")
 
 
 def _print_summary(storage_url: str, name: str, seconds: float, artifacts: str,

@@ -38,6 +38,10 @@ from dlfm_auto.training import (
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+class NonFiniteScore(ValueError):
+    """A trial's models diverged (NaN/inf CV R²): the trial fails, the study continues."""
+
+
 def default_sequence_length(family_name: str) -> int:
     """DLFM defaults when a grid study is not given --sequence-length: 30 days, or today."""
     return 30 if get_family(family_name).sequence else 1
@@ -100,6 +104,22 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
                               for m, k, s in zip(fmse, n, sst, strict=True)]))
     return {"baselines": cv, "skill_vs_climatology": skill, "anomaly_r2": anom,
             "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
+
+
+def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any]:
+    """The model parameters a trial trained with, from its Optuna parameters.
+
+    A family's space may derive a model parameter from several Optuna parameters
+    (``dynamic_ann``'s ``layer_dims`` from ``n_layers`` and ``units_i``), so a trial's
+    ``params`` are not always what ``build`` takes: replaying the space on a ``FixedTrial``
+    gives exactly what the objective built. ``sequence_length`` (a data parameter) is left
+    out. Parameters the space cannot replay (a trial of an older space) are used as they are.
+    """
+    try:
+        params = Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
+    except ValueError:
+        params = dict(trial_params)
+    return {k: v for k, v in params.items() if k != "sequence_length"}
 
 
 class _FixedLength:
@@ -188,11 +208,11 @@ class Objective:
         trial.set_user_attr("n_train", [int(r.n_train) for r in results])
         trial.set_user_attr("n_val", [int(r.n_val) for r in results])
         trial.set_user_attr("sequence_length", L)
+        value = float(np.mean(r2))
+        if not math.isfinite(value):  # a diverged model: this trial fails, the study goes on
+            raise NonFiniteScore(f"non-finite CV R² ({r2})")
         trial.set_user_attr("cv_r2_sd", statistics.stdev(r2) if len(r2) > 1 else 0.0)
         trial.set_user_attr("cv_mse", float(np.mean(mse)))
-        value = float(np.mean(r2))
-        if not math.isfinite(value):
-            raise ValueError(f"non-finite CV R² ({r2})")
         if self.on_best is not None:
             self.on_best(trial, value, params, results, ds, splits)
         return value

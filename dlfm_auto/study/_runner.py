@@ -32,6 +32,7 @@ from dlfm_auto._errors import UserError
 from dlfm_auto._urls import display_url, mask_secrets
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._notes import METRIC_NAME, save_study_note
 from dlfm_auto.study._objective import (
     FINISHED,
     Objective,
@@ -187,8 +188,10 @@ def create_or_resume(storage_url: str, study_name: str, spec: StudySpec) -> optu
                      ("inputs", list(spec.inputs)), ("n_trials", spec.n_trials),
                      ("versions", versions()), ("code_version", code_version())):
             study.set_user_attr(k, v)
+        study.set_metric_names([METRIC_NAME])  # the dashboard names the objective
         if stored is None:
             study.set_user_attr("created", now_iso())
+            save_study_note(study, spec)  # the settings, until a run adds its results
         study.set_user_attr("updated", now_iso())
         fail_dead_local_trials(study)
         optuna.storages.fail_stale_trials(study)
