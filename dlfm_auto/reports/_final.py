@@ -10,6 +10,7 @@ stands beside the baselines on the same days (climatology, linear, persistence).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -287,10 +288,14 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
     study = ctx.study
     for make in (ov.plot_optimization_history, ov.plot_param_importances,
                  ov.plot_parallel_coordinate, ov.plot_intermediate_values):
-        try:
-            figs.append(make(study))
-        except Exception:  # e.g. importances need 2+ complete trials with varying params
-            continue
+        # Optuna warns (UserWarning) when a study has too few trials for importances; the
+        # figure says as much, so the warning would only be noise on the user's terminal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                figs.append(make(study))
+            except Exception:  # e.g. importances need 2+ complete trials with varying params
+                continue
     return figs
 
 
