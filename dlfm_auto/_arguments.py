@@ -11,7 +11,6 @@ import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 from dlfm_auto._urls import DEFAULT_STORAGE, StorageURL
 
@@ -63,10 +62,14 @@ def seconds(text: str) -> float:
     return v
 
 
-@cache
 def storage_parent() -> argparse.ArgumentParser:
     """``--storage``: where the studies live (every verb that reads or writes a study), parsed
-    here, at the edge, into a :class:`StorageURL`."""
+    here, at the edge, into a :class:`StorageURL`.
+
+    Parent parsers are built fresh for each parser: argparse shares their option objects with
+    the child, and ``run-study --config`` moves its options' defaults aside (a cached parent
+    would carry that into every later parser).
+    """
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--storage", type=StorageURL.parse, default=StorageURL.parse(DEFAULT_STORAGE),
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; PostgreSQL: "
@@ -74,7 +77,6 @@ def storage_parent() -> argparse.ArgumentParser:
     return p
 
 
-@cache
 def artifacts_parent() -> argparse.ArgumentParser:
     """``--artifact-dir``: the model artifacts folder of a storage."""
     p = argparse.ArgumentParser(add_help=False)

@@ -68,14 +68,16 @@ def test_final_report(demo):
 
 def test_memory_report_finds_the_planted_memory(demo):
     out = demo["dir"] / "mem"
-    kw = dict(lengths=(1, 30), num_models=2, out_root=out, max_epochs=40,
+    # 3 models: the held-out R² of last-epoch Adam models moves by ~0.05 with float noise
+    # (2 models passed the +0.1 margin below by 0.15 on one float path, 0.09 on another)
+    kw = dict(lengths=(1, 30), num_models=3, out_root=out, max_epochs=40,
               params_source=",".join(f"{k}={v}" for k, v in GOOD_LSTM.items()))
     dest = memory_report(demo["url"], "lstm", demo["prep"], **kw)
     m = json.loads((dest / "metrics.json").read_text())
     r2 = {(r["sequence_length"], r["split"]): r for r in m["rows"]}
     for r in m["rows"]:
         assert {"sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "mse_mean",
-                "anom_r2_mean", "anom_r2_ci_low", "n_models"} <= set(r) and r["n_models"] == 2
+                "anom_r2_mean", "anom_r2_ci_low", "n_models"} <= set(r) and r["n_models"] == 3
         assert r["r2_ci_low"] <= r["r2_mean"] <= r["r2_ci_high"]
     assert {s for _, s in r2} == {"cv", "eval"}  # the curve on CV folds, held-out beside
     assert r2[(30, "cv")]["r2_mean"] > r2[(1, "cv")]["r2_mean"] + 0.1

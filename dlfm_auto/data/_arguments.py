@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from functools import cache
 from typing import Any
 
 from dlfm_auto.data._config import CONSTRAINTS, DEFAULT_DATA, PrepareConfig
@@ -61,7 +60,6 @@ def _add(g: argparse._ArgumentGroup, f: dataclasses.Field, default_data: str | N
         g.add_argument(option_name(name), type=_TYPES[kind], choices=choices, help=help_)
 
 
-@cache
 def data_parent(default_data: str | None = DEFAULT_DATA) -> argparse.ArgumentParser:
     """Options that define the samples; shared by prepare, run-study and report memory."""
     p = argparse.ArgumentParser(add_help=False)

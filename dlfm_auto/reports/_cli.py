@@ -11,6 +11,7 @@ import argparse
 from dlfm_auto._arguments import Verb, artifacts_parent, csv_ints, storage_parent
 from dlfm_auto._errors import UserError
 from dlfm_auto.data._arguments import config_from_args, data_parent, given_data_options
+from dlfm_auto.reports import _compare_cli as compare_cli
 from dlfm_auto.reports._options import DEFAULT_LENGTHS
 
 
@@ -47,6 +48,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     v.add_argument("study_name")
     v.add_argument("--lags", help="0..L or a list 0,1,7 (default: the whole window)")
 
+    compare_cli.add_leaderboard_parser(kinds)
+
 
 def report(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -72,6 +75,8 @@ def report(args: argparse.Namespace) -> int:
                              params_source=args.params, max_epochs=args.max_epochs,
                              out_root=Path(args.out), n_jobs=args.n_jobs,
                              study_name=args.study_name, data=args.data)
+    elif args.kind == "leaderboard":
+        dest = compare_cli.leaderboard_cmd(args)
     else:
         from dlfm_auto.reports._variables import variables_report
 
@@ -83,4 +88,5 @@ def report(args: argparse.Namespace) -> int:
 
 
 #: The report verb (``dlfm_auto.cli`` lists it); its kinds are sub-verbs.
-VERBS = (Verb("report", "write a report under reports/", _report_options, report),)
+VERBS = (Verb("report", "write a report under reports/", _report_options, report),
+         *compare_cli.VERBS)

@@ -74,20 +74,21 @@ def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[floa
 KINDS = ("final", "variables", "memory")
 
 
-def report_dir(out_root: Path | str, study_name: str, kind: str) -> Path:
+def report_dir(out_root: Path | str, study_name: str, kind: str | None) -> Path:
     """``<out>/<study>/<kind>``, after checking that it is safe and writable (before any work).
 
     Refuses a study name that is not one safe folder name (old studies may have one), a
     resolved folder outside ``<out>`` (a symlinked study folder), and an ``--out`` that is not
-    a folder or cannot be written.
+    a folder or cannot be written. ``kind=None``: a report across studies that owns the whole
+    ``<out>/<name>/`` folder (the leaderboard), under the same rules.
     """
     from dlfm_auto.study._spec import check_study_name
 
-    assert kind in KINDS, kind
+    assert kind is None or kind in KINDS, kind
     check_study_name(study_name)
     root = Path(out_root)
     study_dir = root / study_name
-    for p in (root, study_dir, study_dir / kind):
+    for p in (root, study_dir, *((study_dir / kind,) if kind else ())):
         if p.exists() and not p.is_dir():
             raise UserError(f"--out: {p} exists and is not a folder")
         if p != root and p.is_symlink():
@@ -100,7 +101,7 @@ def report_dir(out_root: Path | str, study_name: str, kind: str) -> Path:
                         f"{resolved}, outside {root}")
     if study_dir.exists():
         check_writable(study_dir)
-    return study_dir / kind
+    return study_dir / kind if kind else study_dir
 
 
 def check_writable(folder: Path) -> None:

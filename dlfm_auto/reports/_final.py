@@ -10,6 +10,7 @@ stands beside the baselines on the same days (climatology, linear, persistence).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,16 @@ from dlfm_auto.reports._common import (
 from dlfm_auto.reports._load import StudyContext, require_eval_years, study_context
 from dlfm_auto.reports._options import check_options
 from dlfm_auto.study._objective import skill_summary
-from dlfm_auto.training import baselines, predict, r2_mse, train_split
+from dlfm_auto.training import baselines, predict, r2_mse, train_many
+from dlfm_auto.training._ensemble import Ensemble
+
+#: Files of the final report that ``predict`` reads (the trained ensemble) and users open.
+ENSEMBLE_FILE = "ensemble.pt"
+PREDICTIONS_FILE = "predictions.csv"
+EXPORT_NOTE = (f"`{PREDICTIONS_FILE}`: every training and held-out day (observed, ensemble mean, "
+               f"spread, climatology). `{ENSEMBLE_FILE}`: the trained ensemble; daily NEE for "
+               "any file with the same drivers, gaps included: `python -m dlfm_auto predict "
+               "{study} --data FILE --out CSV`.")
 
 
 def final_budget(ctx: StudyContext) -> int | None:
@@ -56,11 +66,12 @@ def train_final_models(ctx: StudyContext, num_models: int, *, progress: Any = No
     ds = prepare(ctx.prep)
     split = ds.eval_split()
     budget = final_budget(ctx)
-    results = []
-    for seed in range(num_models):
-        results.append(train_split(fam, ctx.params, split, max_epochs=budget, patience=10**9,
-                                   seed=ctx.spec.seed + 100 + seed, restore_best=False))
-        if progress is not None:
+    # the seeds train as one batched model where it applies (same models as one by one)
+    results = train_many(fam, ctx.params, [split] * num_models,
+                         [ctx.spec.seed + 100 + seed for seed in range(num_models)],
+                         max_epochs=budget, patience=10**9, restore_best=False)
+    if progress is not None:
+        for _ in results:
             progress()
     return split, results
 
@@ -122,8 +133,19 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
                            "heldout": days_per_month(split.val_days)},
     }
     figs = _figures(ctx, split, preds, obs, results)
+    clim = baselines.climatology(split.train_days, split.y_train)
+    ensemble = Ensemble.from_training(
+        ctx.spec.family, ctx.params, [r.model for r in results], split.norm, ds.config,
+        ds.source, clim, meta={
+            "study": study_name, "site": ctx.spec.site, "data_file": ctx.spec.data_name,
+            "data_sha256": ctx.spec.data_sha256, "best_trial": ctx.best.number,
+            "train_years": [int(y) for y in ds.train_years], "eval_years": list(split.val_years),
+            "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]})
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
+        ensemble.save(tmp / ENSEMBLE_FILE)
+        prediction_table(split, preds, obs, clim).to_csv(
+            tmp / PREDICTIONS_FILE, index=False, float_format="%.6g")
         _write_pngs(tmp, split, preds, obs, results, ylabel=nee_label(ctx))
         cols = ["model", "split", "r2", "mse", "rmse", "bias", "nse", "n"]
         ens = [r for r in rows if r["model"] == "ensemble mean"]
@@ -155,6 +177,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
               "## Skill", "", md_table(rows, cols), "",
               "## Held-out years beside the baselines", "", md_table(per_year, ycols), "",
               "## Days used per month", "", md_table(months, mcols), "",
+              "## Predictions", "", EXPORT_NOTE.format(study=study_name), "",
               "![observed vs predicted](timeseries.png)", "", "![scatter](scatter.png)", "",
               "![learning curves](learning_curves.png)", ""]
         (tmp / "report.md").write_text("\n".join(md))
@@ -162,9 +185,29 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             f"Final report: {study_name}",
             [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols)),
              ("Held-out years beside the baselines", html_table(per_year, ycols)),
-             ("Days used per month", html_table(months, mcols))], figs))
+             ("Days used per month", html_table(months, mcols)),
+             ("Predictions", f"<p>{EXPORT_NOTE.format(study=study_name)}</p>")], figs))
     _attach_to_dashboard(ctx, figs[0], summary)
     return dest
+
+
+def prediction_table(split: Any, preds: dict[str, list[np.ndarray]],
+                     obs: dict[str, np.ndarray], clim: np.ndarray) -> Any:
+    """``predictions.csv``: every training and held-out day of the report, one row each.
+
+    ``predicted`` is the ensemble mean, ``predicted_sd`` the spread of its models (ddof 0),
+    ``climatology`` the training part's day-of-year mean (the reference to beat).
+    """
+    import pandas as pd
+
+    parts = []
+    for part, days in (("train", split.train_days), ("eval", split.val_days)):
+        p = np.asarray(preds[part])
+        parts.append(pd.DataFrame({
+            "date": np.asarray(days).astype("datetime64[D]").astype(str), "split": part,
+            "observed": obs[part], "predicted": p.mean(axis=0), "predicted_sd": p.std(axis=0),
+            "climatology": clim[baselines.day_of_year(days)]}))
+    return pd.concat(parts).sort_values("date", kind="stable").reset_index(drop=True)
 
 
 def curve_panels(history: dict[str, list[float]] | None
@@ -243,10 +286,14 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
     study = ctx.study
     for make in (ov.plot_optimization_history, ov.plot_param_importances,
                  ov.plot_parallel_coordinate, ov.plot_intermediate_values):
-        try:
-            figs.append(make(study))
-        except Exception:  # e.g. importances need 2+ complete trials with varying params
-            continue
+        # Optuna warns (UserWarning) when a study has too few trials for importances; the
+        # figure says as much, so the warning would only be noise on the user's terminal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                figs.append(make(study))
+            except Exception:  # e.g. importances need 2+ complete trials with varying params
+                continue
     return figs
 
 
@@ -307,10 +354,12 @@ def _write_pngs(folder: Path, split, preds, obs, results,
 def _attach_to_dashboard(ctx: StudyContext, fig: Any, summary: str) -> None:
     """Show the main figure and the summary on the study's dashboard page."""
     try:
-        from optuna_dashboard import save_note, save_plotly_graph_object
+        from optuna_dashboard import save_plotly_graph_object
+
+        from dlfm_auto.study._notes import save_study_note
 
         save_plotly_graph_object(ctx.study, fig)
-        save_note(ctx.study, f"## Final report\n\n{summary}\n")
+        save_study_note(ctx.study, ctx.spec, f"## Final report\n\n{summary}\n")
     except Exception as e:  # the report itself is written; the dashboard is a bonus
         import warnings
 

@@ -59,7 +59,8 @@ def study_context(storage_url: str, name: str, data_override: str | None = None
     best = best_trial(study)
     if best is None:
         raise UserError(f"study {name!r} has no complete trial yet: run `run-study` first")
-    return StudyContext(study, spec, best, model_params(best.params), trial_length(spec, best))
+    return StudyContext(study, spec, best, model_params(spec, best.params),
+                        trial_length(spec, best))
 
 
 def require_eval_years(ctx: StudyContext) -> StudyContext:

@@ -70,7 +70,7 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
         base = _default_params(family)
         base.update(params)
         return base
-    from dlfm_auto.study._create import load_study
+    from dlfm_auto.study._create import load_spec, load_study
     from dlfm_auto.study._objective import model_params
     from dlfm_auto.study._progress import best_trial
 
@@ -85,7 +85,7 @@ def resolve_params(source: str, family: str, storage_url: str, site_study: str) 
         raise UserError(f"study {name!r} has no complete trial to take parameters from")
     if study.user_attrs.get("family") not in (None, family):
         raise UserError(f"study {name!r} is a {study.user_attrs['family']} study, not {family}")
-    return model_params(best.params)
+    return model_params(load_spec(study), best.params)
 
 
 def _default_params(family: str) -> dict[str, Any]:

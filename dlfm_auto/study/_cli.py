@@ -14,14 +14,15 @@ from dlfm_auto._errors import UserError
 from dlfm_auto._urls import StorageURL
 from dlfm_auto.data._arguments import config_from_args, data_parent
 from dlfm_auto.data._config import DEFAULT_DATA
+from dlfm_auto.study import _config_file as config_file
 
 if TYPE_CHECKING:
     import optuna
 
 
 def _run_study_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, xgboost, "
-                                  "random_forest")
+    p.add_argument("family", nargs="?", help="model family: ann, dynamic_ann, rnn, lstm, xlstm, "
+                                             "xgboost, random_forest (or `family` in --config)")
     p.add_argument("--study-name", help="default: FAMILY-SITE (+ -grid)")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "grid", "random"])
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "wilcoxon", "none"])
@@ -36,6 +37,7 @@ def _run_study_options(p: argparse.ArgumentParser) -> None:
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    config_file.add_config_option(p)  # --config FILE.toml; keep it after every option
 
 
 def run_study(args: argparse.Namespace) -> int:
@@ -44,6 +46,7 @@ def run_study(args: argparse.Namespace) -> int:
     from dlfm_auto.study._progress import ProgressPoller, finished_count
     from dlfm_auto.study._worker import WorkerOptions
 
+    args = config_file.resolve(args)  # defaults < --config file < options typed
     if args.data == DEFAULT_DATA and not Path(args.data).exists():
         raise UserError(f"no {DEFAULT_DATA}: pass --data PATH, or run "
                         "`python -m dlfm_auto demo-data` to write a synthetic demo site")
@@ -60,11 +63,12 @@ def run_study(args: argparse.Namespace) -> int:
     note = feasible_space(spec).note
     if note:
         print(f"note: {note}")
-    name = args.study_name or default_study_name(spec)
+    name = default_study_name(spec) if args.study_name is None else args.study_name
     url = args.storage
     check_study_name(name)  # before the storage is opened (opening creates a SQLite file)
     storage = open_storage(url)  # once for this process: creation, the worker, progress, summary
     study = create_or_resume(storage, name, spec)
+    config_file.store_on_study(study, args)
     first_new = len(study.get_trials(deepcopy=False))
     total = study.user_attrs["n_trials"]
     done = finished_count(study)
@@ -257,15 +261,18 @@ def _check_port_free(host: str, port: int) -> None:
                             "dashboard running? pass --port N)") from None
 
 
-def _note(study: object, b: dict, lines: list[str]) -> None:
-    """The study's skill and baselines as a dashboard note (the final report replaces it)."""
-    try:
-        from optuna_dashboard import save_note
+def _note(study: optuna.Study, b: dict, lines: list[str]) -> None:
+    """The study's settings, then its skill and baselines, as the dashboard note."""
+    from dlfm_auto.study._create import load_spec
+    from dlfm_auto.study._notes import save_study_note
 
-        save_note(study, f"## Study summary\n\nbest trial #{b['number']}: CV R² "
-                         f"{b['value']:.4f}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n")
-    except Exception:  # the summary is printed; the dashboard is a bonus
-        pass
+    try:
+        spec = load_spec(study)
+    except UserError:
+        return
+    save_study_note(study, spec, f"## Study summary\n\nbest trial #{b['number']}: CV R² "
+                                 f"{b['value']:.4f}\n\n" + "\n".join(f"- {x}" for x in lines)
+                    + "\n")
 
 
 def _print_summary(storage: optuna.storages.BaseStorage, url: StorageURL, name: str,

@@ -21,6 +21,7 @@ from dlfm_auto._errors import UserError
 from dlfm_auto._urls import StorageURL, mask_secrets
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.study._notes import METRIC_NAME, save_study_note
 from dlfm_auto.study._objective import default_sequence_length, grid_points
 from dlfm_auto.study._space import feasible_space
 from dlfm_auto.study._spec import (
@@ -161,8 +162,10 @@ def create_or_resume(storage: str | StorageURL | optuna.storages.BaseStorage, st
                      ("inputs", list(spec.inputs)), ("n_trials", spec.n_trials),
                      ("versions", versions()), ("code_version", code_version())):
             study.set_user_attr(k, v)
+        study.set_metric_names([METRIC_NAME])  # the dashboard names the objective
         if stored is None:
             study.set_user_attr("created", now_iso())
+            save_study_note(study, spec)  # the settings, until a run adds its results
         study.set_user_attr("updated", now_iso())
         fail_dead_local_trials(study)
         optuna.storages.fail_stale_trials(study)

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
-from dlfm_auto.training import baselines, predict, r2_mse, train_split
+from dlfm_auto.training import baselines, predict, r2_mse, train_many, train_split
 from dlfm_auto.training._result import r2_from_sse
 
 MEMORY_ATTR = "dlfm_auto.memory"
@@ -104,9 +104,11 @@ class MemoryObjective:
         # --max-epochs: trees are not cut to 100 for lack of an ``epochs`` parameter.
         cap = u.max_epochs
         cv, chosen = [], []
-        for i, split in enumerate(ds.cv_splits()):
-            res = train_split(self.family, params, split, max_epochs=cap,
-                              patience=u.patience, seed=1000 * seed + i)
+        splits = ds.cv_splits()
+        folds = train_many(self.family, params, splits,  # one batched model where it applies
+                           [1000 * seed + i for i in range(len(splits))], max_epochs=cap,
+                           patience=u.patience)
+        for split, res in zip(splits, folds, strict=True):
             cv.append(_year_record(split.val_years[0], split, res.mse))
             chosen.append(int(res.best_epoch))
         trial.set_user_attr("cv_years", cv)

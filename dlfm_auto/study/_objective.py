@@ -27,9 +27,19 @@ from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._space import Restricted, Space, feasible_space
 from dlfm_auto.study._spec import StudySpec
-from dlfm_auto.training import baselines, cross_validate, report_stride, train_split
+from dlfm_auto.training import (
+    baselines,
+    cross_validate,
+    report_stride,
+    train_many,
+    train_split,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class NonFiniteScore(ValueError):
+    """A trial's models diverged (NaN/inf CV R²): the trial fails, the study continues."""
 
 
 def default_sequence_length(family_name: str) -> int:
@@ -95,10 +105,26 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
             "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
 
 
-def model_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's model parameters: its parameters without ``sequence_length``, which is a data
-    setting (the trial's L is :func:`trial_length`)."""
+def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any]:
+    """The model parameters a trial trained with, from its Optuna parameters.
+
+    A family's space may derive a model parameter from several Optuna parameters
+    (``dynamic_ann``'s ``layer_dims`` from ``n_layers`` and ``units_i``), so a trial's
+    ``params`` are not always what ``build`` takes: replaying the space on a ``FixedTrial``
+    gives exactly what the objective built. ``sequence_length`` (a data parameter) is left
+    out. Parameters the space cannot replay (a trial of an older space) are used as they are.
+    """
+    try:
+        params = Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
+    except ValueError:
+        params = dict(trial_params)
+    return _without_length(params)
+
+
+def _without_length(params: dict[str, Any]) -> dict[str, Any]:
+    """Model parameters only: ``sequence_length`` is a data setting (see :func:`trial_length`)."""
     return {k: v for k, v in params.items() if k != "sequence_length"}
+
 
 
 def trial_length(spec: StudySpec, trial: Any) -> int:
@@ -160,12 +186,15 @@ class Objective:
             L = int(params["sequence_length"])
         ds = prepare(trial_prep(spec, L))  # same target days for every searched L
         splits = ds.cv_splits()
-        params = model_params(params)
+        params = _without_length(params)
         common = dict(max_epochs=spec.max_epochs, patience=spec.patience)
         if spec.pruner in ("median", "hyperband"):
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)
             results = cross_validate(self.family, params, splits, report=self._reporter(trial),
                                      seed=spec.seed, stride=self.stride, **common).folds
+        elif spec.pruner == "none":  # the folds as one batched model where it applies
+            results = train_many(self.family, params, splits,
+                                 [spec.seed + i for i in range(len(splits))], **common)
         else:
             results = []
             for i, split in enumerate(splits):
@@ -188,11 +217,11 @@ class Objective:
         trial.set_user_attr("n_train", [int(r.n_train) for r in results])
         trial.set_user_attr("n_val", [int(r.n_val) for r in results])
         trial.set_user_attr("sequence_length", L)
+        value = float(np.mean(r2))
+        if not math.isfinite(value):  # a diverged model: this trial fails, the study goes on
+            raise NonFiniteScore(f"non-finite CV R² ({r2})")
         trial.set_user_attr("cv_r2_sd", statistics.stdev(r2) if len(r2) > 1 else 0.0)
         trial.set_user_attr("cv_mse", float(np.mean(mse)))
-        value = float(np.mean(r2))
-        if not math.isfinite(value):
-            raise ValueError(f"non-finite CV R² ({r2})")
         if self.on_best is not None:
             self.on_best(trial, value, params, results, ds, splits)
         return value

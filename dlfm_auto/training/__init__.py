@@ -10,6 +10,7 @@ import numpy as np
 
 from dlfm_auto.data import Split
 from dlfm_auto.training import _baselines as baselines
+from dlfm_auto.training._batched import batch_applies, train_members
 from dlfm_auto.training._result import CVResult, FoldResult, check_split, r2_mse
 from dlfm_auto.training._torch import epoch_budget, predict_torch, resolve_device, train_torch
 from dlfm_auto.training._trees import train_tree
@@ -52,6 +53,11 @@ def train_split(
     :class:`~dlfm_auto.UserError` before any work.
     """
     family = _family(family)
+    if resolve_device(device).type == "cpu" and batch_applies(family, params, device):
+        # the whole-epoch kernel, a batch of one (a GPU keeps cuDNN for a single model)
+        return train_members(family, params, [split], [seed], max_epochs=max_epochs,
+                             patience=patience, reports=[report], eval_every=eval_every,
+                             restore_best=restore_best, threads=threads)[0]
     if family.kind == "tree":
         return train_tree(family, params, split, max_epochs=max_epochs, patience=patience,
                           seed=seed, report=report, restore_best=restore_best, n_jobs=n_jobs,
@@ -96,9 +102,24 @@ def cross_validate(
     For the forest (one fit per fold, stride 1) the step is the fold index: per-fold values,
     as the Wilcoxon pruner wants.
     ``optuna.TrialPruned`` raised by ``report`` propagates.
+
+    LSTM/RNN folds train as one batched model (:func:`train_many`) when nothing is reported,
+    and on a GPU always (the values are held back and reported fold after fold, so pruners
+    see the same sequence; a pruned trial stops every fold). With a reporter on the CPU they
+    train one after another through the same whole-epoch kernel: there a batch costs the same
+    per fold-epoch as its members alone, and a pruned trial stops inside its first fold
+    instead of having trained every fold that far. Each fold's result is the same either way.
     """
     family = _family(family)
     stride = int(stride or report_stride(family, max_epochs))
+    cpu = resolve_device(device).type == "cpu"
+    if (report is None or not cpu) and batch_applies(family, params, device):
+        reports = None if report is None else [
+            _fold_reporter(report, i, stride) for i in range(len(splits))]
+        results = train_members(family, params, splits, [seed + i for i in range(len(splits))],
+                                max_epochs=max_epochs, patience=patience, reports=reports,
+                                eval_every=eval_every, threads=threads, device=device)
+        return CVResult(folds=results, split_names=[s.name for s in splits], stride=stride)
     results: list[FoldResult] = []
     for i, split in enumerate(splits):
         fold_report = None if report is None else _fold_reporter(report, i, stride)
@@ -107,6 +128,37 @@ def cross_validate(
                                    report=fold_report, eval_every=eval_every, threads=threads,
                                    n_jobs=n_jobs))
     return CVResult(folds=results, split_names=[s.name for s in splits], stride=stride)
+
+
+def train_many(
+    family: Any,
+    params: dict[str, Any],
+    splits: Sequence[Split],
+    seeds: Sequence[int],
+    *,
+    max_epochs: int | None = None,
+    patience: int = 50,
+    device: str | None = None,
+    eval_every: int = 1,
+    restore_best: bool = True,
+    threads: int | None = 1,
+    n_jobs: int = 1,
+) -> list[FoldResult]:
+    """``train_split(family, params, splits[i], seed=seeds[i], ...)`` for every i.
+
+    One batched model (stacked weights, one kernel call per epoch for every member) where
+    :func:`~dlfm_auto.training._batched.batch_applies`, else one model after another; each
+    result is the same either way. For the seeds x folds of reports and CV without pruning.
+    """
+    family = _family(family)
+    if batch_applies(family, params, device):
+        return train_members(family, params, splits, seeds, max_epochs=max_epochs,
+                             patience=patience, eval_every=eval_every,
+                             restore_best=restore_best, threads=threads, device=device)
+    return [train_split(family, params, s, max_epochs=max_epochs, patience=patience, seed=sd,
+                        device=device, eval_every=eval_every, restore_best=restore_best,
+                        threads=threads, n_jobs=n_jobs)
+            for s, sd in zip(splits, seeds, strict=True)]
 
 
 def _family(family: Any) -> Any:
@@ -148,5 +200,6 @@ __all__ = [
     "r2_mse",
     "report_stride",
     "resolve_device",
+    "train_many",
     "train_split",
 ]

@@ -16,7 +16,10 @@ What makes it faster than the DLFM loop (measured in ``bench/bench_training.py``
 For a small LSTM most of an epoch is the LSTM's own forward/backward. On the CPU, training
 steps go through a numba kernel (``dlfm_auto/models/_lstm_cpu.py``) that does the same maths
 ~2x faster than torch's oneDNN LSTM at these sizes; together ~3x per fold-epoch against the
-DLFM loop for the DLFM LSTM, ~4x for the ANNs.
+DLFM loop for the DLFM LSTM, ~4x for the ANNs. ``lstm``/``rnn`` with hidden size <= 64 do not
+come here on the CPU any more: :mod:`dlfm_auto.training._batched` trains them a whole epoch
+per numba call (~9x the DLFM loop), alone or as a batch of folds / seeds; this loop is the
+fallback (GPUs' single models, other families, ``DLFM_AUTO_BATCHED=off``).
 """
 
 from __future__ import annotations
