@@ -6,30 +6,18 @@ from :mod:`dlfm_auto.data._config`, does not pay for pandas and scipy on ``--hel
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dlfm_auto._lazy import lazy_exports
 
+#: module -> the names it exports here
 _EXPORTS = {
-    "DEFAULT_DRIVERS": "dlfm_auto.data._columns",
-    "TARGET_CANDIDATES": "dlfm_auto.data._columns",
-    "PrepareConfig": "dlfm_auto.data._config",
-    "FilterReport": "dlfm_auto.data._daily",
-    "Dataset": "dlfm_auto.data._dataset",
-    "SourceInfo": "dlfm_auto.data._dataset",
-    "min_val_samples": "dlfm_auto.data._dataset",
-    "write_demo_site": "dlfm_auto.data._demo",
-    "cache_dir": "dlfm_auto.data._prepare",
-    "clear_caches": "dlfm_auto.data._prepare",
-    "load_daily": "dlfm_auto.data._prepare",
-    "prepare": "dlfm_auto.data._prepare",
-    "Normalizer": "dlfm_auto.data._split",
-    "Split": "dlfm_auto.data._split",
+    "dlfm_auto.data._columns": ("DEFAULT_DRIVERS", "TARGET_CANDIDATES"),
+    "dlfm_auto.data._config": ("PrepareConfig",),
+    "dlfm_auto.data._daily": ("FilterReport",),
+    "dlfm_auto.data._dataset": ("Dataset", "SourceInfo", "min_val_samples"),
+    "dlfm_auto.data._demo": ("write_demo_site",),
+    "dlfm_auto.data._prepare": ("cache_dir", "clear_caches", "load_daily", "prepare"),
+    "dlfm_auto.data._split": ("Normalizer", "Split"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__all__ = sorted(n for names in _EXPORTS.values() for n in names)
+__getattr__ = lazy_exports(_EXPORTS)

@@ -6,26 +6,17 @@ parsing do not pay for importing optuna and torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from dlfm_auto._lazy import lazy_exports
 
+#: module -> the names it exports here
 _EXPORTS = {
-    "DEFAULT_STORAGE": "dlfm_auto.study._storage",
-    "open_storage": "dlfm_auto.study._storage",
-    "StudySpec": "dlfm_auto.study._spec",
-    "WorkerOptions": "dlfm_auto.study._worker",
-    "build_spec": "dlfm_auto.study._create",
-    "create_or_resume": "dlfm_auto.study._create",
-    "load_spec": "dlfm_auto.study._create",
-    "study_summary": "dlfm_auto.study._progress",
-    "work": "dlfm_auto.study._worker",
-    "load_best_models": "dlfm_auto.study._artifacts",
+    "dlfm_auto.study._storage": ("DEFAULT_STORAGE", "open_storage"),
+    "dlfm_auto.study._spec": ("StudySpec",),
+    "dlfm_auto.study._worker": ("WorkerOptions", "work"),
+    "dlfm_auto.study._create": ("build_spec", "create_or_resume", "load_spec"),
+    "dlfm_auto.study._progress": ("study_summary",),
+    "dlfm_auto.study._artifacts": ("load_best_models",),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(name)
+__all__ = sorted(n for names in _EXPORTS.values() for n in names)
+__getattr__ = lazy_exports(_EXPORTS)
