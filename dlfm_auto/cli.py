@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from dlfm_auto._arguments import Verb
 from dlfm_auto._errors import UserError
@@ -87,8 +88,18 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
 )}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad option is ``error: ...`` on one line and exit 2,
+    like every other user mistake (argparse prints its whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        from dlfm_auto._urls import mask_secrets
+
+        self.exit(2, f"error: {self.prog}: {mask_secrets(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m dlfm_auto",
         description="Optuna-driven AutoML studies for daily NEE from flux-tower data.",
     )
@@ -100,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # a type check (e.g. a storage URL) may raise UserError
         return VERBS[args.verb].run(args)
     except UserError as e:
         from dlfm_auto._urls import mask_secrets  # a password is never printed (last guard)
