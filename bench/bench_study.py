@@ -132,8 +132,8 @@ def jobs(trials: int, max_epochs: int) -> None:
             draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
             for _ in range(trials):
                 t = draw.ask()
-                get_family("lstm").suggest(t)
-                queued.append({k: v for k, v in t.params.items() if k != "sequence_length"})
+                get_family("lstm").suggest(t)  # model params only: the study's L is fixed
+                queued.append(dict(t.params))
         for params in queued:
             study.enqueue_trial(params)
         t0 = time.perf_counter()

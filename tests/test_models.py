@@ -117,7 +117,8 @@ def test_suggest_builds_a_working_model(name: str) -> None:
     for _ in range(4 if name == "xlstm" else 8):
         trial = study.ask()
         params = fam.suggest(trial)
-        L = int(params.get("sequence_length", 1))
+        choices = fam.length_choices(params)
+        L = trial.suggest_categorical("sequence_length", list(choices)) if choices else 1
         assert fam.capability_error(params, L) is None, params
         out = _forward(fam, params, 3, L)
         assert out.shape == (5,) and np.all(np.isfinite(out))
@@ -140,7 +141,10 @@ def test_first_grid_point_builds(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(TORCH))
 def test_search_space_shape(name: str) -> None:
-    """Log-scale lr and weight decay, the three optimisers, L searchable where it matters."""
+    """Log-scale lr and weight decay, the three optimisers, L searchable where it matters.
+
+    The space itself never draws L (the objective does, from ``length_choices``).
+    """
     fam = get_family(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
     seen_opt, seen_L = set(), set()
@@ -150,12 +154,14 @@ def test_search_space_shape(name: str) -> None:
         d = trial.distributions
         assert d["lr"].log and d["weight_decay"].log
         seen_opt.add(p["optimizer"])
-        if "sequence_length" in p:
-            seen_L.add(p["sequence_length"])
+        assert "sequence_length" not in p and "sequence_length" not in trial.params
+        choices = fam.length_choices(p)
         if fam.sequence:
-            assert "sequence_length" in p
+            assert choices == fam.sequence_lengths
         else:
-            assert ("sequence_length" in p) == (p["feed"] != "today")
+            assert bool(choices) == (p["feed"] != "today")
+            assert not choices or choices == fam.sequence_lengths
+        seen_L |= set(choices)
         study.tell(trial, 0.0)
     assert seen_opt == {"sgd", "adam", "adamw"}
     assert seen_L <= set(fam.sequence_lengths) and len(seen_L) > 1

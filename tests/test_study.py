@@ -608,3 +608,47 @@ def test_trial_of_another_host_is_waited_for_then_rerun(tmp_path, small_site, mo
     assert "waiting for 1 running trial(s), some on other hosts (elsewhere)" in err
     assert res == 1 and res.complete == 1
     assert _states(url, "o") == {"FAIL": 1, "COMPLETE": 1}
+
+
+@pytest.mark.parametrize("family", ["lstm", "ann"])
+def test_the_objective_alone_picks_the_window_length(family, small_site):
+    """L has one home: the objective. A fixed-length study's trials never draw it; a searched
+    one draws it only from the family's choices, cut to what the data fill; feed "today"
+    draws none."""
+    from dlfm_auto.models import get_family
+    from dlfm_auto.study._objective import Objective, pick_length
+    from dlfm_auto.study._space import Space
+
+    fam = get_family(family)
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    fixed = build_spec(family, _prep(small_site, sequence_length=3), length_given=True,
+                       sampler="random")
+    obj = Objective(fixed)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(20):
+        t = study.ask()
+        params = obj.params(t)
+        assert pick_length(obj._restricted(t), fixed, params) == 3  # 3 is no family choice
+        assert "sequence_length" not in t.params and "sequence_length" not in params
+        study.tell(t, 0.0)
+
+    searched = build_spec(family, _prep(small_site), length_given=False, sampler="random")
+    obj = Objective(searched)
+    kept = list(fam.sequence_lengths[:2])  # as feasible_space cuts a short record
+    obj.space = Space({"sequence_length": kept}, match_length=max(kept))
+    study = optuna.create_study(sampler=sampler)
+    seen, today = set(), 0
+    for _ in range(30):
+        t = study.ask()
+        params = obj.params(t)
+        L = pick_length(obj._restricted(t), searched, params)
+        assert "sequence_length" not in params
+        if fam.length_choices(params):
+            assert L in kept and t.params["sequence_length"] == L
+            seen.add(L)
+        else:  # feed "today": no window, no drawn L
+            assert params["feed"] == "today" and "sequence_length" not in t.params and L == 1
+            today += 1
+        study.tell(t, 0.0)
+    assert seen == set(kept)
+    assert today > 0 if not fam.sequence else today == 0

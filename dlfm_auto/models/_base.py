@@ -126,12 +126,14 @@ def suggest_training(trial: optuna.Trial, epochs: tuple[int, ...]) -> dict[str, 
     }
 
 
-def suggest_recurrent(trial: optuna.Trial, lengths: tuple[int, ...], epochs: tuple[int, ...]
-                      ) -> dict[str, Any]:
-    """Window length, size and depth of an nn.RNN/nn.LSTM family, plus its training part."""
+def suggest_recurrent(trial: optuna.Trial, epochs: tuple[int, ...]) -> dict[str, Any]:
+    """Size and depth of an nn.RNN/nn.LSTM family, plus its training part.
+
+    The window length is not drawn here: the study's objective picks it from
+    :meth:`Family.length_choices` (it may be the user's fixed L instead).
+    """
     layers = trial.suggest_int("num_layers", 1, 3)
     return {
-        "sequence_length": trial.suggest_categorical("sequence_length", list(lengths)),
         "hidden_size": trial.suggest_int("hidden_size", 4, 64, log=True),
         "num_layers": layers,
         # torch's recurrent layers drop out between layers only: one layer has nothing to drop.
@@ -140,13 +142,10 @@ def suggest_recurrent(trial: optuna.Trial, lengths: tuple[int, ...], epochs: tup
     }
 
 
-def suggest_feed(trial: optuna.Trial, lengths: tuple[int, ...]) -> dict[str, Any]:
-    """Feed of a non-sequence family, and the window length when the feed uses the window."""
-    feed = trial.suggest_categorical("feed", list(FEEDS))
-    p: dict[str, Any] = {"feed": feed}
-    if feed != "today":
-        p["sequence_length"] = trial.suggest_categorical("sequence_length", list(lengths))
-    return p
+def suggest_feed(trial: optuna.Trial) -> dict[str, Any]:
+    """Feed of a non-sequence family (its window length, if the feed uses one, is the
+    objective's: see :meth:`Family.length_choices`)."""
+    return {"feed": trial.suggest_categorical("feed", list(FEEDS))}
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ class Family:
     space: Callable[[optuna.Trial], dict[str, Any]]
     dlfm_grid: dict[str, list[Any]]
     builder: Callable[[dict[str, Any], int, int], Any]
-    sequence_lengths: tuple[int, ...] = ()  # L choices searched by TPE (matched across them)
+    sequence_lengths: tuple[int, ...] = ()  # L choices searched by TPE (see length_choices)
     feeds: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
     max_epochs: int = 1000
@@ -179,8 +178,19 @@ class Family:
         return None if self.sequence else self.defaults.get("feed", "today")
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """TPE/random search space; may include ``sequence_length`` (a data parameter)."""
+        """TPE/random search space of the model parameters (never the window length L)."""
         return self.space(trial)
+
+    def length_choices(self, params: dict[str, Any]) -> tuple[int, ...]:
+        """The window lengths L a model with ``params`` can use, for a search to choose from.
+
+        A sequence family reads every window length of its ``sequence_lengths``; a
+        non-sequence family the same when its feed uses the window, and none (``()``) when the
+        feed is "today". L is a data setting: the study's objective picks it (one home).
+        """
+        if self.sequence or self.resolve(params).get("feed", "today") != "today":
+            return tuple(self.sequence_lengths)
+        return ()
 
     def grid(self) -> dict[str, list[Any]]:
         """The DLFM grid (a fresh copy: callers may mutate it)."""

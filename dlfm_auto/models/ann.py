@@ -21,7 +21,7 @@ LENGTHS = (7, 14, 30)  # window lengths searched when the feed uses the window
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    p = suggest_feed(trial, LENGTHS)
+    p = suggest_feed(trial)
     p["layer_size"] = trial.suggest_int("layer_size", 4, 64, log=True)
     return {**p, **suggest_training(trial, (200, 500, 800))}
 

@@ -29,7 +29,7 @@ def parse_dims(text: str | list | tuple) -> list[int]:
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    p = suggest_feed(trial, LENGTHS)
+    p = suggest_feed(trial)
     n = trial.suggest_int("n_layers", 1, 3)
     # Per-layer widths as separate int parameters so TPE can model each; joined for build().
     dims = [trial.suggest_int(f"units_{i}", 4, 64, log=True) for i in range(n)]

@@ -13,7 +13,7 @@ LENGTHS = (7, 14, 30)
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    p = suggest_feed(trial, LENGTHS)
+    p = suggest_feed(trial)
     p.update(
         n_estimators=trial.suggest_categorical("n_estimators", [100, 300, 1000]),
         max_depth=trial.suggest_categorical("max_depth", [5, 10, 20, 30]),

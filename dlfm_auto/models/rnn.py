@@ -13,7 +13,7 @@ LENGTHS = (7, 14, 30, 60, 90)
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    return suggest_recurrent(trial, LENGTHS, (300, 1000, 2000))
+    return suggest_recurrent(trial, (300, 1000, 2000))
 
 
 def _build(p: dict[str, Any], n_features: int, seq_len: int) -> Regressor:

@@ -19,7 +19,7 @@ BOOSTER_KEYS = ("learning_rate", "n_estimators", "max_depth", "subsample", "cols
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
-    p = suggest_feed(trial, LENGTHS)
+    p = suggest_feed(trial)
     p.update(
         learning_rate=trial.suggest_float("learning_rate", 5e-3, 0.3, log=True),
         # A budget: early stopping on the fold's inner training year usually ends far sooner.

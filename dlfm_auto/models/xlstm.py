@@ -31,7 +31,6 @@ CONV_KERNEL = 4
 def _space(trial: optuna.Trial) -> dict[str, Any]:
     mix = trial.suggest_categorical("blocks", list(BLOCK_MIXES))
     return {
-        "sequence_length": trial.suggest_categorical("sequence_length", list(LENGTHS)),
         "blocks": mix,
         "embedding_dim": trial.suggest_categorical("embedding_dim", [8, 16, 32]),
         # "both" alternates mLSTM and sLSTM, so it needs two blocks at least.

@@ -111,20 +111,14 @@ def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any
     A family's space may derive a model parameter from several Optuna parameters
     (``dynamic_ann``'s ``layer_dims`` from ``n_layers`` and ``units_i``), so a trial's
     ``params`` are not always what ``build`` takes: replaying the space on a ``FixedTrial``
-    gives exactly what the objective built. ``sequence_length`` (a data parameter) is left
-    out. Parameters the space cannot replay (a trial of an older space) are used as they are.
+    gives exactly what the objective built. The space draws no window length (a data setting:
+    see :func:`pick_length` and :func:`trial_length`). Parameters the space cannot replay (a
+    trial of an older space) are used as they are, less their ``sequence_length``.
     """
     try:
-        params = Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
+        return Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
     except ValueError:
-        params = dict(trial_params)
-    return _without_length(params)
-
-
-def _without_length(params: dict[str, Any]) -> dict[str, Any]:
-    """Model parameters only: ``sequence_length`` is a data setting (see :func:`trial_length`)."""
-    return {k: v for k, v in params.items() if k != "sequence_length"}
-
+        return {k: v for k, v in trial_params.items() if k != "sequence_length"}
 
 
 def trial_length(spec: StudySpec, trial: Any) -> int:
@@ -132,23 +126,21 @@ def trial_length(spec: StudySpec, trial: Any) -> int:
     return int(trial.user_attrs.get("sequence_length", spec.prep.sequence_length))
 
 
-class _FixedLength:
-    """A trial whose ``sequence_length`` is the user's --sequence-length, whatever the space.
+def pick_length(trial: Any, spec: StudySpec, params: dict[str, Any]) -> int:
+    """The window length L of a trial with model ``params``: the one home of that choice.
 
-    The user's L may lie outside the family's searched choices (e.g. L=3), so it cannot be a
-    fixed Optuna parameter; it is recorded as the trial's ``sequence_length`` attribute instead.
+    The user's ``--sequence-length`` (and a grid study's L) is used as it is: it may lie
+    outside the family's choices (e.g. L=3), so it is never an Optuna parameter. Otherwise L
+    is drawn as the Optuna parameter ``sequence_length`` from
+    :meth:`~dlfm_auto.models._base.Family.length_choices` (``trial`` is the objective's
+    :class:`~dlfm_auto.study._space.Restricted` trial when a short record cut them); a model
+    that reads no window (feed "today") draws nothing and gets the study's L (1: none given).
     """
-
-    def __init__(self, trial: optuna.Trial, length: int) -> None:
-        self._trial, self._length = trial, length
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        if name == "sequence_length":
-            return self._length
-        return self._trial.suggest_categorical(name, choices)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._trial, name)
+    if not spec.fixed_length:
+        choices = get_family(spec.family).length_choices(params)
+        if choices:
+            return int(trial.suggest_categorical("sequence_length", list(choices)))
+    return int(spec.prep.sequence_length)
 
 
 class Objective:
@@ -161,13 +153,17 @@ class Objective:
         self.on_best = None  # callback(trial, params, results, dataset) set by the runner
         self.space: Space | None = None  # choices the data can fill (study/_space.py)
 
-    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+    def _restricted(self, trial: optuna.Trial) -> Any:
+        """``trial`` with its categorical draws kept to what the study's data can fill."""
         if self.space is not None and self.space.choices:
-            trial = Restricted(trial, self.space.choices)  # type: ignore[assignment]
+            return Restricted(trial, self.space.choices)
+        return trial
+
+    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The model parameters of a trial (its window length is :func:`pick_length`'s)."""
+        trial = self._restricted(trial)
         if self.spec.sampler == "grid":
             return suggest_grid(trial, self.spec)
-        if self.spec.fixed_length:
-            return dict(self.family.suggest(_FixedLength(trial, self.spec.prep.sequence_length)))
         return dict(self.family.suggest(trial))
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -181,12 +177,9 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         spec = self.spec
         params = self.params(trial)
-        L = spec.prep.sequence_length
-        if not spec.fixed_length and "sequence_length" in params:
-            L = int(params["sequence_length"])
+        L = pick_length(self._restricted(trial), spec, params)
         ds = prepare(trial_prep(spec, L))  # same target days for every searched L
         splits = ds.cv_splits()
-        params = _without_length(params)
         common = dict(max_epochs=spec.max_epochs, patience=spec.patience)
         if spec.pruner in ("median", "hyperband"):
             # every epoch of every fold, at step fold * stride + epoch (see module docstring)
