@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dlfm_auto._errors import UserError, close_matches
+from dlfm_auto._urls import mask_secrets
 
 CONFIG_ATTR = "dlfm_auto.config_file"
 _DEFAULTS_KEY = "_run_study_defaults"
@@ -166,9 +166,4 @@ def store_on_study(study: Any, args: argparse.Namespace) -> None:
         return
     study.set_user_attr(CONFIG_ATTR, {
         "path": str(args.config), "sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "text": mask_passwords(text)})
-
-
-def mask_passwords(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` everywhere in ``text``."""
-    return re.sub(r"(://[^:/@\s\"']+):[^@\s\"']*@", r"\1:***@", text)
+        "text": mask_secrets(text)})
