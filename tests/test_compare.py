@@ -22,7 +22,7 @@ from dlfm_auto.reports import Ensemble, load_ensemble
 from dlfm_auto.reports._final import final_report
 from dlfm_auto.reports._leaderboard import GRAPH_ID
 from dlfm_auto.study import build_spec, create_or_resume, open_storage
-from dlfm_auto.study._runner import WorkerOptions, work
+from dlfm_auto.study._worker import WorkerOptions, work
 
 COLUMNS = ("TA", "PPFD_IN", "SW_IN")
 ANN = {"feed": "stats", "layer_size": 8, "optimizer": "adam", "lr": 0.01,
@@ -312,7 +312,7 @@ def test_example_study_files_are_valid():
 
 
 def test_password_in_a_study_file_is_masked():
-    from dlfm_auto.study._config_file import mask_passwords
+    from dlfm_auto._urls import mask_secrets as mask_passwords
 
     text = 'storage = "postgresql+psycopg://me:s3cret@db/x"\n'
     assert "s3cret" not in mask_passwords(text) and "me:***@db" in mask_passwords(text)
