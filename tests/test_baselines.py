@@ -74,7 +74,7 @@ def test_skill_summary_on_an_old_trial_without_anomaly_stats(monkeypatch):
 
     fake = {"cv": {"climatology": {"cv_r2": 0.8, "cv_mse": 2.0},
                    "linear": {"cv_r2": 0.5, "cv_mse": 5.0}}, "heldout": None}
-    monkeypatch.setattr(_objective, "study_baselines", lambda spec, L: fake)
+    monkeypatch.setattr(_objective, "study_baselines", lambda spec, trial: fake)
     spec = SimpleNamespace(prep=SimpleNamespace(sequence_length=1))
     old = SimpleNamespace(user_attrs={"cv_mse": 1.0, "fold_mse": [1.0], "n_val": [100]})
     out = _objective.skill_summary(spec, old)

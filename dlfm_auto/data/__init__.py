@@ -15,7 +15,8 @@ _EXPORTS = {
     "dlfm_auto.data._daily": ("FilterReport",),
     "dlfm_auto.data._dataset": ("Dataset", "SourceInfo", "min_val_samples"),
     "dlfm_auto.data._demo": ("write_demo_site",),
-    "dlfm_auto.data._prepare": ("cache_dir", "clear_caches", "load_daily", "prepare"),
+    "dlfm_auto.data._prepare": ("cache_dir", "cached_sha256", "clear_caches", "load_daily",
+                                "prepare"),
     "dlfm_auto.data._split": ("Normalizer", "Split"),
 }
 

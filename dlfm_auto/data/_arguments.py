@@ -15,7 +15,7 @@ from dlfm_auto.data._config import CONSTRAINTS, DEFAULT_DATA, PrepareConfig
 
 #: The settings offered as options (``--sequence-length`` for ``sequence_length``), with help.
 OPTION_HELP: dict[str, str | None] = {
-    "data": "flux file (CSV or .csv.gz)",
+    "data": "flux file (CSV or .csv.gz); several files, one per site, make a multi-site study",
     "target": "target column (default: first of NEE_PI, NEE_PI_F, NEE, FC)",
     "columns": "input columns, named exactly",
     "sequence_length": "days per input window (L)",
@@ -36,9 +36,29 @@ OPTION_HELP: dict[str, str | None] = {
     "min_val_samples": "minimum samples in a fold's year",
     "window_gap_days": "inside a window, interpolate driver gaps of up to N missing days "
                        "(default 3; the target day is always a measured day; 0: DLFM)",
+    "cv": "several sites: years (season-year folds pooled over sites, default) or sites "
+          "(leave one whole site out; every site is a fold, --folds is not used)",
+    "site_info": "several sites: CSV with a 'site' column plus static site features "
+                 "(numeric, or categorical such as IGBP), given to the models",
+    "site_norm": "several sites: standardise each site's drivers with that site's own "
+                 "training-year driver statistics (never its NEE)",
 }
 
+
+class Files(argparse.Action):
+    """``--data F`` keeps a plain path; ``--data F1 F2 ...`` a tuple (several sites)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else tuple(values))
+
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_moved_data(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--data``: local copies of a study's files when they moved (checked by hash)."""
+    p.add_argument("--data", nargs="+", action=Files, metavar="FILE",
+                   help="the study's data file(s), if they moved: one per site, in the "
+                        "study's order (checked by hash)")
 
 
 def option_name(field: str) -> str:
@@ -49,7 +69,8 @@ def _add(g: argparse._ArgumentGroup, f: dataclasses.Field, default_data: str | N
     name, help_ = f.name, OPTION_HELP[f.name]
     kind = str(f.type).split(" | ")[0]  # "int | None" -> "int"
     if name == "data":
-        g.add_argument("--data", default=default_data, help=help_)
+        g.add_argument("--data", default=default_data, nargs="+", action=Files,
+                       metavar="FILE", help=help_)
     elif name == "columns":
         g.add_argument("--columns", nargs="+", metavar="COL", help=help_)
     elif kind == "bool":

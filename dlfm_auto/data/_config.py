@@ -50,7 +50,8 @@ class PrepareConfig:
     """How a flux file becomes samples. Defaults follow the DLFM test bed (README: "What a sample
     is")."""
 
-    data: str = DEFAULT_DATA
+    #: One flux file, or several (one site each: a multi-site study, see ``data/_sites.py``).
+    data: str | tuple[str, ...] = DEFAULT_DATA
     target: str | None = None  # None: first of NEE_PI, NEE_PI_F, NEE, FC, NEE_VUT_REF
     columns: tuple[str, ...] | None = None  # None: the documented default drivers present
     # daily aggregation
@@ -86,6 +87,10 @@ class PrepareConfig:
     eval_years: int = 3
     folds: int = 3
     min_val_samples: int | None = None  # None: DLFM rule 200 - floor(sqrt(80 L))
+    # several sites (``data`` holds several files)
+    cv: str = "years"  # "years": season-year folds pooled over sites; "sites": leave one site out
+    site_info: str | None = None  # CSV: a ``site`` column plus static site features
+    site_norm: bool = False  # standardise each site's drivers with its own training-year stats
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numpy scalars (np.int64(7)) become plain values
@@ -94,6 +99,9 @@ class PrepareConfig:
                 object.__setattr__(self, f.name, v.item())
         if self.columns is not None and not isinstance(self.columns, tuple):
             object.__setattr__(self, "columns", tuple(self.columns))
+        if not isinstance(self.data, str):  # several files; one file stays a plain path
+            files = tuple(str(f) for f in self.data)
+            object.__setattr__(self, "data", files[0] if len(files) == 1 else files)
         validate(self)
 
     # Settings that shape the daily table (the expensive part); the rest only shape windows.
@@ -110,6 +118,7 @@ class PrepareConfig:
         """JSON-able settings (everything but the data path), for study attributes."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("data")
+        d.pop("site_info")  # a path, like data: its content hash is what identifies it
         for name, default in _ADDED_DEFAULTS.items():
             if d[name] == default:  # studies made before the field existed stay identical
                 d.pop(name)
@@ -121,13 +130,30 @@ class PrepareConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def multi_site(self) -> bool:
+        """Several files, one site each (see ``data/_sites.py``)."""
+        return isinstance(self.data, tuple)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(Path(f) for f in self.data) if self.multi_site else (Path(self.data),)
+
+    @property
     def path(self) -> Path:
+        if self.multi_site:
+            raise TypeError("a multi-site config has several paths: use .paths")
         return Path(self.data)
+
+    def single_site(self, path: str | Path) -> PrepareConfig:
+        """The config of one site of a multi-site config: its file, the shared settings."""
+        return dataclasses.replace(self, data=str(path), cv="years", site_info=None,
+                                   site_norm=False)
 
 
 #: Fields added after studies were first stored: left out of ``settings()`` at their default,
 #: so an old study's identity (which lacks them) still compares equal.
-_ADDED_DEFAULTS: dict[str, Any] = {"snow_season": "any-record", "dd_qc_min": 0.5}
+_ADDED_DEFAULTS: dict[str, Any] = {"snow_season": "any-record", "dd_qc_min": 0.5,
+                                   "cv": "years", "site_norm": False}
 
 CONSTRAINTS: dict[str, Any] = {
     "ppfd_threshold": Interval(float, 0, None),
@@ -147,6 +173,7 @@ CONSTRAINTS: dict[str, Any] = {
     "eval_years": Interval(int, 0, 50),
     "folds": Interval(int, 1, 50),
     "min_val_samples": [None, Interval(int, 1, None)],
+    "cv": {"years", "sites"},
 }
 
 
@@ -177,6 +204,12 @@ def validate(cfg: PrepareConfig) -> None:
         value = getattr(cfg, name)
         if not rule_allows(rule, value):
             raise UserError(f"invalid {name}={value!r}: must be {describe_rule(rule)}")
+    if not cfg.multi_site:
+        for name, given in (("cv", cfg.cv != "years"), ("site_info", cfg.site_info is not None),
+                            ("site_norm", cfg.site_norm)):
+            if given:
+                raise UserError(f"{name} needs several sites: pass --data with two or more "
+                                "files, one per site")
     if cfg.match_length is not None and cfg.match_length < cfg.sequence_length:
         raise UserError(
             f"invalid match_length={cfg.match_length}: must be >= sequence_length "

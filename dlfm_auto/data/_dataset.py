@@ -70,6 +70,51 @@ class Dataset:
     eval_years: tuple[int, ...] = ()
     fold_years: tuple[int, ...] = ()
     messages: list[str] = field(default_factory=list)
+    # Several sites (``data/_sites.py``); a one-site dataset leaves these empty.
+    site: np.ndarray | None = None  # (n,) int: index into site_names
+    site_names: tuple[str, ...] = ()
+    sources: tuple[SourceInfo, ...] = ()  # per site; ``source`` then describes them all
+    reports: tuple[FilterReport, ...] = ()  # per site
+    site_eval_years: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    heldout_mask: np.ndarray | None = None  # (n,) bool: each site's own held-out years
+
+    @property
+    def multi_site(self) -> bool:
+        return self.site is not None
+
+    @property
+    def heldout(self) -> np.ndarray:
+        """(n,) bool: samples in the held-out evaluation years (of their own site)."""
+        if self.heldout_mask is not None:
+            return self.heldout_mask
+        return np.isin(self.season_year, self.eval_years)
+
+    @property
+    def sample_sites(self) -> np.ndarray | None:
+        """(n,) site name of each sample, or None for one site."""
+        if self.site is None:
+            return None
+        return np.asarray(self.site_names, dtype=object)[self.site]
+
+    def folds(self, k: int | None = None) -> list[tuple[str, np.ndarray]]:
+        """The CV folds as (label, validation mask): held-out years are never in one.
+
+        One site, or several with ``cv="years"``: the first ``folds`` fold years (season years
+        pooled over sites), newest first. ``cv="sites"``: every site once, its training years
+        as the validation part (leave one site out; ``folds`` is not used).
+        """
+        train = ~self.heldout
+        if self.multi_site and self.config.cv == "sites":
+            return [(f"site={name}", train & (self.site == i))
+                    for i, name in enumerate(self.site_names)]
+        return [(f"val={y}", train & (self.season_year == y))
+                for y in self.fold_years[: self.config.folds if k is None else k]]
+
+    @property
+    def n_folds(self) -> int:
+        if self.multi_site and self.config.cv == "sites":
+            return len(self.site_names)
+        return min(self.config.folds, len(self.fold_years))
 
     @property
     def sequence_length(self) -> int:
@@ -104,14 +149,25 @@ class Dataset:
         than two training years, or none that meets the rule, there is no inner part: None,
         and the trainer then trains the whole budget (nothing is chosen).
         """
-        years, counts = np.unique(self.season_year[train], return_counts=True)
+        if self.site is not None:  # several sites: each training site's own newest year
+            masks = [self._newest_year(train & (self.site == i))
+                     for i in np.unique(self.site[train])]
+            masks = [m for m in masks if m is not None]
+            return np.logical_or.reduce(masks)[train] if masks else None
+        m = self._newest_year(train)
+        return None if m is None else m[train]
+
+    def _newest_year(self, part: np.ndarray) -> np.ndarray | None:
+        """(n,) mask of the newest season year of ``part`` that meets the fold-size rule
+        (None: ``part`` spans under two years, or none meets it)."""
+        years, counts = np.unique(self.season_year[part], return_counts=True)
         if len(years) < 2:
             return None
         need = min_val_samples(self.config, self._rule_length)
         ok = [y for y, n in zip(years, counts, strict=True) if n >= need]
         if not ok:
             return None
-        return (self.season_year == ok[-1])[train]
+        return part & (self.season_year == ok[-1])
 
     @property
     def _rule_length(self) -> int:
@@ -129,6 +185,7 @@ class Dataset:
         std = np.where(std > 0, std, 1.0)
         norm = Normalizer(mean, std, self.feature_names)
         vy = tuple(int(y) for y in np.unique(self.season_year[val]))
+        sites = self.sample_sites
         return Split(
             name=name,
             X_train=norm.apply(Xtr),
@@ -141,23 +198,21 @@ class Dataset:
             val_days=self.days[val],
             inner_val=self.inner_mask(train) if inner else None,
             train_years=self.season_year[train],
+            val_sites=None if sites is None else sites[val],
         )
 
     def cv_splits(self, folds: int | None = None) -> list[Split]:
-        """Leave-one-season-year-out splits inside the training years, newest year first."""
-        k = self.config.folds if folds is None else folds
-        train_mask = ~np.isin(self.season_year, self.eval_years)
-        out = []
-        for year in self.fold_years[:k]:
-            val = self.season_year == year
-            out.append(self._split(f"val={year}", train_mask & ~val, val, inner=True))
-        return out
+        """The splits of :meth:`folds`: each fold's validation part against the rest of the
+        training years (normalised with that rest only, epoch chosen inside it)."""
+        train = ~self.heldout
+        return [self._split(name, train & ~val, val, inner=True)
+                for name, val in self.folds(folds)]
 
     def eval_split(self) -> Split:
         """All training years vs the held-out evaluation years (for final reports only)."""
         if not self.eval_years:
             raise UserError("no held-out evaluation years (eval_years=0)")
-        ev = np.isin(self.season_year, self.eval_years)
+        ev = self.heldout
         label = f"{self.eval_years[0]}-{self.eval_years[-1]}"
         return self._split(f"eval={label}", ~ev, ev)
 

@@ -24,6 +24,7 @@ from dlfm_auto.data._config import PrepareConfig
 from dlfm_auto.data._daily import aggregate_daily, dd_qc_column
 from dlfm_auto.data._dataset import Dataset, SourceInfo, drop_constant, plan_years
 from dlfm_auto.data._read import file_sha256, read_header, read_records
+from dlfm_auto.data._sites import prepare_sites
 from dlfm_auto.data._windows import (
     build_calendar,
     fill_short_gaps,
@@ -77,7 +78,8 @@ def _file_id(path: Path) -> tuple:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-def _sha(path: Path) -> str:
+def cached_sha256(path: Path) -> str:
+    """A file's SHA-256, computed once per (path, size, mtime) in this process."""
     fid = _file_id(path)
     if fid not in _SHA:
         _SHA[fid] = file_sha256(path)
@@ -99,7 +101,7 @@ def load_daily(cfg: PrepareConfig) -> tuple:
     hit = _MEM_DAILY.get(mem_key)
     if hit is not None:
         return hit
-    sha = _sha(path)
+    sha = cached_sha256(path)
     disk = cache_dir()
     blob = repr((_CACHE_VERSION, _code_hash(), sha, cfg.daily_key())).encode()
     disk_file = disk / f"daily-{hashlib.sha256(blob).hexdigest()[:24]}.pkl" if disk else None
@@ -161,11 +163,19 @@ def drop_sparse_defaults(rec, choice: ColumnChoice) -> tuple[ColumnChoice, list[
 
 
 def prepare(cfg: PrepareConfig) -> Dataset:
-    """Samples, windows and the split plan for ``cfg`` (cached; see module docstring)."""
-    key = (_file_id(cfg.path) if cfg.path.exists() else None, cfg)
+    """Samples, windows and the split plan for ``cfg`` (cached; see module docstring).
+
+    Several files (one site each) give one pooled dataset (``data/_sites.py``).
+    """
+    files = (*cfg.paths, *((Path(cfg.site_info),) if cfg.site_info else ()))
+    key = (tuple(_file_id(p) if p.exists() else None for p in files), cfg)
     hit = _MEM_DATASETS.get(key)
     if hit is not None:
         return hit
+    if cfg.multi_site:
+        ds = prepare_sites(cfg, prepare)
+        _remember(_MEM_DATASETS, key, ds)
+        return ds
     table, report, source = load_daily(cfg)
     cal = build_calendar(
         table, source.inputs, doy=cfg.doy, stats_window=cfg.stats_window, lag_nee=cfg.lag_nee

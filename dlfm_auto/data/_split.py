@@ -52,6 +52,7 @@ class Split:
     #: boosting rounds (see ``Dataset.inner_mask``); None: nothing inside may choose.
     inner_val: np.ndarray | None = None
     train_years: np.ndarray | None = None  # season year of each training target day
+    val_sites: np.ndarray | None = None  # several sites: the site of each validation day
 
     @property
     def sequence_length(self) -> int:

@@ -10,7 +10,7 @@ import argparse
 
 from dlfm_auto._arguments import Verb, artifacts_parent, csv_ints, storage_parent
 from dlfm_auto._errors import UserError
-from dlfm_auto.data._arguments import config_from_args, data_parent, given_data_options
+from dlfm_auto.data._arguments import add_moved_data, config_from_args, data_parent, given_data_options
 from dlfm_auto.reports import _compare_cli as compare_cli
 from dlfm_auto.reports._options import DEFAULT_LENGTHS
 
@@ -20,7 +20,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", default="reports", help="reports folder")
     moved = argparse.ArgumentParser(add_help=False)
-    moved.add_argument("--data", help="the study's data file, if it moved (checked by hash)")
+    add_moved_data(moved)
     common = [storage_parent(), out]
 
     f = kinds.add_parser("final", help="retrain the best parameters, evaluate held-out years",

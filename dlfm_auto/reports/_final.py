@@ -231,7 +231,7 @@ def _f(v: Any) -> str:
 def _per_year(ds: Any, split: Any, ens: np.ndarray, obs: np.ndarray, held: dict
               ) -> list[dict[str, Any]]:
     """Ensemble and baselines per held-out season year (the skill table's second part)."""
-    sy = ds.season_year[np.isin(ds.season_year, ds.eval_years)]
+    sy = ds.season_year[ds.heldout]
     out = []
     for y in ds.eval_years:
         m = sy == y

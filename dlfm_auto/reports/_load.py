@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,29 +26,17 @@ class StudyContext:
     @property
     def prep(self) -> Any:
         """The best trial's data settings: the same target days as its CV (matched mode)."""
-        from dlfm_auto.study._objective import trial_prep
+        from dlfm_auto.study._objective import trial_data
 
-        return trial_prep(self.spec, self.sequence_length)
+        return trial_data(self.spec, self.best)
 
 
-def check_data_file(spec: StudySpec, data_override: str | None = None) -> StudySpec:
-    """The study's data file must still exist and be the same file (hash)."""
-    from dlfm_auto.data._read import file_sha256
+def check_data_file(spec: StudySpec, data_override: str | tuple[str, ...] | None = None
+                    ) -> StudySpec:
+    """The study's data files must still exist and be the same files (by hash)."""
+    from dlfm_auto.study._create import check_data
 
-    if data_override:
-        spec = spec.replace(prep=spec.prep.replace(data=data_override))
-    path = Path(spec.prep.data)
-    if not path.exists():
-        raise UserError(f"the study's data file {path} no longer exists; pass --data with "
-                        f"a copy of {spec.data_name}")
-    sha = file_sha256(path)
-    if spec.data_sha256 and sha != spec.data_sha256:
-        what = ("differs from the study's file" if data_override else
-                "changed since the study ran")
-        raise UserError(f"the data file {path} {what} ({spec.data_name}; sha256 "
-                        f"{sha[:12]}... vs {spec.data_sha256[:12]}...); re-run the study or pass "
-                        f"--data with the original file")
-    return spec
+    return check_data(spec, data_override)
 
 
 def study_context(storage_url: str, name: str, data_override: str | None = None

@@ -254,7 +254,7 @@ def _write(dest: Path, name: str, family: str, site: str | None, params: dict,
     cols = ["sequence_length", "split", "r2_mean", "r2_ci_low", "r2_ci_high", "anom_r2_mean",
             "anom_r2_ci_low", "anom_r2_ci_high", "mse_mean", "n_models", "n_samples"]
     cv_days = np.concatenate([sp.val_days for sp in ds.cv_splits()])
-    ev_days = ds.days[np.isin(ds.season_year, ds.eval_years)]
+    ev_days = ds.days[ds.heldout]
     months = {"cv_validation": days_per_month(cv_days), "heldout": days_per_month(ev_days)}
     metrics = {"study": name, "family": family, "site": site, "params": params,
                "lengths": list(lengths), "num_models": num_models, "matched": True,

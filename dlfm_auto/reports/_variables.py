@@ -142,7 +142,7 @@ def variables_report(storage_url: str, study_name: str, *, lags: str | None = No
     L = ds.sequence_length
     if not len(ds.eval_years):
         raise UserError(f"study {study_name!r}: the data have no held-out years to score")
-    ev = np.isin(ds.season_year, ds.eval_years)
+    ev = ds.heldout
     X_raw, y = ds.X[ev], ds.y[ev]
     measures: dict[str, list[np.ndarray]] = {}
     arts = artifacts_dir or StorageURL.parse(storage_url).artifacts_dir

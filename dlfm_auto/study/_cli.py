@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from dlfm_auto._arguments import Verb, artifacts_parent, count, seconds, storage_parent
 from dlfm_auto._errors import UserError
 from dlfm_auto._urls import StorageURL
-from dlfm_auto.data._arguments import config_from_args, data_parent
+from dlfm_auto.data._arguments import add_moved_data, config_from_args, data_parent
 from dlfm_auto.data._config import DEFAULT_DATA
 from dlfm_auto.study import _config_file as config_file
 
@@ -37,6 +37,9 @@ def _run_study_options(p: argparse.ArgumentParser) -> None:
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--search-site-norm", action="store_true",
+                   help="several sites: trials draw --site-norm (per-site driver "
+                        "standardisation) on or off as a searched parameter")
     config_file.add_config_option(p)  # --config FILE.toml; keep it after every option
 
 
@@ -55,6 +58,7 @@ def run_study(args: argparse.Namespace) -> int:
         args.family, prep, length_given=args.sequence_length is not None,
         sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
         max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
+        search_site_norm=bool(args.search_site_norm),
     )
     from dlfm_auto.study._space import feasible_space
     from dlfm_auto.study._spec import check_study_name
@@ -105,7 +109,7 @@ def _force_bar() -> bool:
 
 def _worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_name")
-    p.add_argument("--data", help="local copy of the study's data file (checked by hash)")
+    add_moved_data(p)
     p.add_argument("--n-trials", type=count(1, "--n-trials"),
                    help="stop after this many trials from this worker")
     p.add_argument("--timeout", type=seconds, help="stop starting trials after S seconds")
@@ -194,8 +198,12 @@ def best(args: argparse.Namespace) -> int:
     for k, v in sorted(b["params"].items()):
         print(f"  {k} = {v}")
     if b.get("fold_r2"):
-        folds = zip(b["fold_val_years"] or [], b["fold_r2"], strict=False)
+        labels = b.get("fold_labels") or b["fold_val_years"] or []
+        folds = zip(labels, b["fold_r2"], strict=False)
         print("  folds: " + ", ".join(f"{y}: {r:.3f}" for y, r in folds))
+    if b.get("site_r2"):
+        print(f"  per site: median R² {_num(b.get('median_site_r2'))}, pooled R² "
+              f"{_num(b.get('pooled_r2'))}")
     for line in skill_lines(b):
         print("  " + line)
     return 0
@@ -211,9 +219,14 @@ def skill_lines(b: dict) -> list[str]:
         why = b.get("baselines_error")
         return [f"baselines: n/a ({why})"] if why else []
     base = ", ".join(f"{k} {_num(v['cv_r2'])}" for k, v in sorted(b["baselines"].items()))
-    return [f"baselines (CV R², same folds): {base}",
-            f"skill vs climatology (1 - MSE/MSE_clim): {_num(b.get('skill_vs_climatology'))}; "
-            f"anomaly R² (observed - climatology): {_num(b.get('anomaly_r2'))}"]
+    lines = [f"baselines (CV R², same folds): {base}",
+             f"skill vs climatology (1 - MSE/MSE_clim): {_num(b.get('skill_vs_climatology'))}; "
+             f"anomaly R² (observed - climatology): {_num(b.get('anomaly_r2'))}"]
+    sb = b.get("site_baselines") or {}
+    for site, r2 in (b.get("site_r2") or {}).items():
+        beside = ", ".join(f"{k} {_num(v.get(site))}" for k, v in sorted(sb.items()))
+        lines.append(f"{site}: R² {_num(r2)}" + (f" ({beside})" if beside else ""))
+    return lines
 
 
 def _dashboard_options(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from dlfm_auto._errors import UserError, close_matches
 from dlfm_auto._urls import mask_secrets
+from dlfm_auto.data._arguments import Files
 
 CONFIG_ATTR = "dlfm_auto.config_file"
 _DEFAULTS_KEY = "_run_study_defaults"
@@ -37,7 +38,7 @@ class KeyRule:
     """What one key of a study file may hold, read off its argparse action."""
 
     dest: str
-    kind: str  # "bool", "int", "float", "str", "list[str]"
+    kind: str  # "bool", "int", "float", "str", "list[str]", "files" (one path or a list)
     choices: tuple[Any, ...] | None = None
     parse: Callable[[str], Any] | None = None  # the option's own checking type (ranges)
 
@@ -48,14 +49,19 @@ class KeyRule:
             "float": isinstance(value, int | float) and not isinstance(value, bool),
             "str": isinstance(value, str),
             "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+            "files": isinstance(value, str) or (isinstance(value, list) and len(value) > 0
+                                                and all(isinstance(v, str) for v in value)),
         }[self.kind]
         if not ok:
             expected = {"bool": "true or false", "int": "an integer", "float": "a number",
-                        "str": "a string", "list[str]": "a list of strings"}[self.kind]
+                        "str": "a string", "list[str]": "a list of strings",
+                        "files": "a path or a list of paths (one per site)"}[self.kind]
             raise UserError(f"{where}: key {key!r} must be {expected}, got {value!r} "
                             f"({_toml_type(value)})")
         if self.kind == "float":
             value = float(value)
+        if self.kind == "files" and isinstance(value, list):  # as the command line's --data
+            value = value[0] if len(value) == 1 else tuple(value)
         if self.parse is not None:  # the command line's own check (e.g. n_trials >= 0)
             try:
                 value = self.parse(str(value))
@@ -101,6 +107,8 @@ def _kind(a: argparse.Action) -> str:
     """The TOML type of an option: from its action, or what its checking type returns."""
     if isinstance(a, argparse._StoreTrueAction | argparse._StoreFalseAction):
         return "bool"
+    if isinstance(a, Files):
+        return "files"
     if a.nargs in ("+", "*"):
         return "list[str]"
     if a.type in (int, float, str, None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 
 from dlfm_auto._errors import UserError
 from dlfm_auto._urls import StorageURL, mask_secrets
-from dlfm_auto.data import PrepareConfig, prepare
+from dlfm_auto.data import PrepareConfig, cached_sha256, prepare
 from dlfm_auto.models import get_family
 from dlfm_auto.study._notes import METRIC_NAME, save_study_note
 from dlfm_auto.study._objective import default_sequence_length, grid_points
@@ -96,9 +97,16 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
         raise UserError(f"the target {ds.source.target} is constant ({np.nanmin(y):g} on every "
                         "sample): there is nothing to predict; pass --target with another column")
     src = ds.source
+    files = tuple({"name": s.name, "site": n, "sha256": s.sha256}
+                  for n, s in zip(ds.site_names, ds.sources, strict=True))
+    if kw.get("search_site_norm") and not prep.multi_site:
+        raise UserError("--search-site-norm needs several sites: pass --data with two or more "
+                        "files, one per site")
     spec = StudySpec(
         family=family, prep=prep, fixed_length=fixed, data_sha256=src.sha256,
-        data_name=src.name, site=src.site, target=src.target, inputs=src.inputs, **kw,
+        data_name=src.name, site=src.site, target=src.target, inputs=src.inputs,
+        data_files=files, sites=ds.site_names,
+        site_info_sha256=cached_sha256(Path(prep.site_info)) if prep.site_info else None, **kw,
     )
     feasible_space(spec)  # a study that no setting can fit is refused here, in one line
     return spec
@@ -108,6 +116,10 @@ def default_study_name(spec: StudySpec) -> str:
     import re
 
     site = spec.site or spec.data_name.split(".")[0]
+    if spec.sites:  # several sites: their names while short, else how many
+        joined = "+".join(spec.sites)
+        site = (joined if len(joined) <= 60 else f"{len(spec.sites)}sites-{spec.data_sha256[:8]}"
+                ) + ("-loso" if spec.prep.cv == "sites" else "")
     site = re.sub(r"[^A-Za-z0-9._+-]+", "_", site).strip("._") or "site"
     return (f"{spec.family}-{site}"[: MAX_NAME_BYTES - 5]
             + ("-grid" if spec.sampler == "grid" else ""))
@@ -233,14 +245,35 @@ def load_study(storage: str | StorageURL | optuna.storages.BaseStorage, name: st
         raise UserError(f"no study named {name!r}{where}{more}") from None
 
 
-def check_data(spec: StudySpec) -> None:
-    """Refuse to work on a data file whose content differs from the study's."""
-    from dlfm_auto.data import load_daily
+def check_data(spec: StudySpec, data_override: str | tuple[str, ...] | None = None
+               ) -> StudySpec:
+    """The study's data files must exist and hold what they held (sha256): the one check.
 
-    _, _, src = load_daily(spec.prep)
-    if spec.data_sha256 and src.sha256 != spec.data_sha256:
-        raise UserError(
-            f"data file {spec.prep.data} differs from the study's ({spec.data_name}, sha256 "
-            f"{spec.data_sha256[:12]}..., this file {src.sha256[:12]}...); pass --data with "
-            f"the study's file"
-        )
+    ``data_override``: local copies (``--data``), one per file of the study, in its order;
+    the returned spec reads them. Workers and reports refuse a moved, changed or other file
+    here, naming it, before any work.
+    """
+    n = len(spec.data_files) or 1
+    if data_override:
+        given = 1 if isinstance(data_override, str) else len(data_override)
+        if given != n:
+            names = ", ".join(f["name"] for f in spec.data_files) or spec.data_name
+            raise UserError(f"--data got {given} file(s); the study has {n} ({names}): pass "
+                            "one copy of each, in that order")
+        spec = spec.replace(prep=spec.prep.replace(data=data_override))
+    expected = spec.data_files or ({"name": spec.data_name, "sha256": spec.data_sha256},)
+    for path, want in zip(spec.prep.paths, expected, strict=True):
+        if not path.exists():
+            raise UserError(f"the study's data file {path} no longer exists; pass --data with "
+                            f"a copy of {want['name']}")
+        sha = cached_sha256(path)
+        if want["sha256"] and sha != want["sha256"]:
+            what = "differs from the study's file" if data_override else "changed since the study ran"
+            raise UserError(f"the data file {path} {what} ({want['name']}; sha256 {sha[:12]}... "
+                            f"vs {want['sha256'][:12]}...); pass --data with the original file")
+    if spec.site_info_sha256:
+        p = Path(spec.prep.site_info or "")
+        if not p.is_file() or cached_sha256(p) != spec.site_info_sha256:
+            raise UserError(f"the study's --site-info file {p} is missing or changed since the "
+                            "study ran; restore it (it is checked by hash)")
+    return spec

@@ -122,7 +122,7 @@ class MemoryObjective:
             res = train_split(self.family, params, ev, max_epochs=budget, patience=10**9,
                               seed=1000 * seed + 999, restore_best=False)
             pred = predict(self.family, res.model, ev.X_val)
-            sy = ds.season_year[np.isin(ds.season_year, ds.eval_years)]
+            sy = ds.season_year[ds.heldout]
             clim = baselines.climatology(ev.train_days, ev.y_train)[
                 baselines.day_of_year(ev.val_days)]
             recs = []

@@ -30,6 +30,9 @@ from dlfm_auto.study._spec import StudySpec
 from dlfm_auto.training import (
     baselines,
     cross_validate,
+    group_scores,
+    predict,
+    r2_mse,
     report_stride,
     train_many,
     train_split,
@@ -61,12 +64,13 @@ def suggest_grid(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     return {k: trial.suggest_categorical(k, list(v)) for k, v in sorted(grid.items())}
 
 
-def trial_prep(spec: StudySpec, length: int) -> PrepareConfig:
+def trial_prep(spec: StudySpec, length: int, site_norm: bool | None = None) -> PrepareConfig:
     """The data settings of a trial with window length ``length``: one home for the match.
 
     A study that searches L scores every L on the target days valid at its longest searched L
     (matched mode), so trials differ by their model, not by their days. The final, variables
     and baseline computations use this same config, so CV and reports see the same days.
+    ``site_norm``: a multi-site trial's drawn per-site standardisation (None: the study's).
     """
     match = spec.prep.match_length
     lengths = getattr(get_family(spec.family), "sequence_lengths", None)
@@ -74,12 +78,30 @@ def trial_prep(spec: StudySpec, length: int) -> PrepareConfig:
         # The longest L the data can fill (the whole choice list unless a short record cut it)
         longest = feasible_space(spec).match_length or max(lengths)
         match = max(longest, match or 0, length)
-    return spec.prep.replace(sequence_length=length, match_length=match)
+    extra = {} if site_norm is None else {"site_norm": bool(site_norm)}
+    return spec.prep.replace(sequence_length=length, match_length=match, **extra)
 
 
-def study_baselines(spec: StudySpec, length: int) -> dict[str, Any]:
-    """Baselines on the study's folds and held-out years (cached by data fingerprint)."""
-    return baselines.dataset_baselines(prepare(trial_prep(spec, length)))
+def trial_data(spec: StudySpec, trial: Any) -> PrepareConfig:
+    """The data settings a finished trial was scored with (its L, its drawn site_norm)."""
+    return trial_prep(spec, trial_length(spec, trial), drawn_site_norm(spec, trial.params))
+
+
+def drawn_site_norm(spec: StudySpec, params: dict[str, Any]) -> bool | None:
+    """A trial's drawn ``site_norm`` where the study searches it, else None (the study's)."""
+    return bool(params["site_norm"]) if spec.search_site_norm and "site_norm" in params else None
+
+
+def pick_site_norm(trial: Any, spec: StudySpec) -> bool | None:
+    """Draw per-site driver standardisation where a multi-site study searches it."""
+    if spec.search_site_norm:
+        return bool(trial.suggest_categorical("site_norm", [False, True]))
+    return None
+
+
+def study_baselines(spec: StudySpec, trial: Any) -> dict[str, Any]:
+    """Baselines on a finished trial's folds and held-out years (cached by data fingerprint)."""
+    return baselines.dataset_baselines(prepare(trial_data(spec, trial)))
 
 
 def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
@@ -90,7 +112,7 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
     per-fold anomaly sums of squares the objective records (None on trials of older studies
     that did not record them: their folds' models were chosen differently).
     """
-    b = study_baselines(spec, trial_length(spec, trial))
+    b = study_baselines(spec, trial)
     cv = {k: dict(v) for k, v in b["cv"].items()}
     mse = trial.user_attrs.get("cv_mse")
     clim = cv.get("climatology", {}).get("cv_mse")
@@ -101,8 +123,12 @@ def skill_summary(spec: StudySpec, trial: Any) -> dict[str, Any]:
     if sst and fmse and n:
         anom = float(np.mean([baselines.anomaly_r2(m, k, s)
                               for m, k, s in zip(fmse, n, sst, strict=True)]))
-    return {"baselines": cv, "skill_vs_climatology": skill, "anomaly_r2": anom,
-            "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
+    out = {"baselines": cv, "skill_vs_climatology": skill, "anomaly_r2": anom,
+           "heldout_baselines": (b.get("heldout") or {}).get("baselines")}
+    if b.get("cv_sites"):  # several sites: each baseline's R² per site on the same folds
+        out["site_baselines"] = {name: {site: v["r2"] for site, v in per.items()}
+                                 for name, per in b["cv_sites"].items()}
+    return out
 
 
 def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +144,7 @@ def model_params(spec: StudySpec, trial_params: dict[str, Any]) -> dict[str, Any
     try:
         return Objective(spec).params(optuna.trial.FixedTrial(dict(trial_params)))
     except ValueError:
-        return {k: v for k, v in trial_params.items() if k != "sequence_length"}
+        return {k: v for k, v in trial_params.items() if k not in ("sequence_length", "site_norm")}
 
 
 def trial_length(spec: StudySpec, trial: Any) -> int:
@@ -178,7 +204,8 @@ class Objective:
         spec = self.spec
         params = self.params(trial)
         L = pick_length(self._restricted(trial), spec, params)
-        ds = prepare(trial_prep(spec, L))  # same target days for every searched L
+        # same target days for every searched L
+        ds = prepare(trial_prep(spec, L, pick_site_norm(trial, spec)))
         splits = ds.cv_splits()
         common = dict(max_epochs=spec.max_epochs, patience=spec.patience)
         if spec.pruner in ("median", "hyperband"):
@@ -198,6 +225,9 @@ class Objective:
         r2 = [float(r.r2) for r in results]
         mse = [float(r.mse) for r in results]
         trial.set_user_attr("fold_val_years", [s.val_years[0] for s in splits])
+        trial.set_user_attr("fold_labels", [s.name for s in splits])
+        if ds.multi_site:
+            self._site_scores(trial, results, splits)
         trial.set_user_attr("fold_r2", r2)
         trial.set_user_attr("fold_mse", mse)
         # chosen on each fold's inner training year, never on its validation year
@@ -218,6 +248,20 @@ class Objective:
         if self.on_best is not None:
             self.on_best(trial, value, params, results, ds, splits)
         return value
+
+    def _site_scores(self, trial: optuna.Trial, results: list, splits: list) -> None:
+        """Several sites: R² per site over the folds' validation parts pooled (with
+        ``cv="sites"`` that is each site's own fold: the site when it was held out), their
+        median, and R² of all folds' predictions pooled."""
+        obs = np.concatenate([s.y_val for s in splits]).astype(np.float64)
+        pred = np.concatenate([predict(self.family, r.model, s.X_val)
+                               for r, s in zip(results, splits, strict=True)])
+        per = group_scores(obs, pred, np.concatenate([s.val_sites for s in splits]))
+        site_r2 = {k: v["r2"] for k, v in per.items()}
+        trial.set_user_attr("site_r2", site_r2)
+        trial.set_user_attr("site_n", {k: v["n"] for k, v in per.items()})
+        trial.set_user_attr("median_site_r2", float(np.median(list(site_r2.values()))))
+        trial.set_user_attr("pooled_r2", r2_mse(obs, pred)[0])
 
     @staticmethod
     def _reporter(trial: optuna.Trial):

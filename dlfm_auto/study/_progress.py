@@ -102,6 +102,9 @@ def study_summary(study: optuna.Study, skill: bool = False) -> dict[str, Any]:
             "best_epochs": best.user_attrs.get("best_epochs"),
             "duration_s": best.duration.total_seconds() if best.duration else None,
         }
+        if best.user_attrs.get("site_r2") is not None:  # several sites
+            out["best"].update({k: best.user_attrs.get(k) for k in (
+                "fold_labels", "site_r2", "median_site_r2", "pooled_r2", "site_n")})
         if skill:
             out["best"].update(_skill(study, best))
     times = [t.datetime_complete for t in trials if t.datetime_complete]

@@ -35,13 +35,13 @@ class Space:
 def _min_counts(spec: StudySpec, length: int, match: int | None) -> tuple[int, int, int]:
     """(folds, smallest training count, smallest validation count) at this length."""
     ds = prepare(spec.prep.replace(sequence_length=length, match_length=match))
-    years = ds.fold_years[: spec.prep.folds]
-    if not years:
+    folds = ds.folds()
+    if not folds:
         return 0, 0, 0
-    train = ~np.isin(ds.season_year, ds.eval_years)
-    n_train = min(int(np.sum(train & (ds.season_year != y))) for y in years)
-    n_val = min(int(np.sum(ds.season_year == y)) for y in years)
-    return len(years), n_train, n_val
+    train = ~ds.heldout
+    n_train = min(int(np.sum(train & ~val)) for _, val in folds)
+    n_val = min(int(np.sum(val)) for _, val in folds)
+    return len(folds), n_train, n_val
 
 
 def feasible_space(spec: StudySpec) -> Space:

@@ -1,4 +1,6 @@
-"""What a study is: one (data file, family, preprocessing config) plus how it is searched.
+"""What a study is: one (data, family, preprocessing config) plus how it is searched.
+
+The data are one flux file, or several (one site each) for a multi-site study.
 
 The spec is stored in the study's user attributes when the study is created. Workers rebuild
 the objective from it (so a worker on another machine needs only the storage URL and the study
@@ -49,6 +51,13 @@ class StudySpec:
     site: str | None = None
     target: str = ""
     inputs: tuple[str, ...] = ()
+    # several sites: per file {"name", "site", "sha256"}, in --data order (data_sha256 then
+    # hashes them all, with the --site-info file), and the site names
+    data_files: tuple[dict[str, str], ...] = ()
+    sites: tuple[str, ...] = ()
+    site_info_sha256: str | None = None
+    #: several sites: trials draw ``site_norm`` (per-site driver standardisation) as a parameter
+    search_site_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -62,7 +71,8 @@ class StudySpec:
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the study (n_trials, pruner may change)."""
-        return {
+        extra = {"search_site_norm": True} if self.search_site_norm else {}
+        return {**extra,
             "family": self.family,
             "data_sha256": self.data_sha256,
             "target": self.target,
@@ -77,7 +87,9 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = _jsonable(dataclasses.asdict(self))
-        d["prep"] = {"data": self.prep.data, **_jsonable(self.prep.settings())}
+        d["prep"] = {"data": _jsonable(self.prep.data), **_jsonable(self.prep.settings())}
+        if self.prep.site_info is not None:  # a path, kept out of the identity (its hash is in)
+            d["prep"]["site_info"] = self.prep.site_info
         return d
 
     @classmethod
@@ -89,6 +101,10 @@ class StudySpec:
         if prep.get("columns") is not None:
             prep["columns"] = tuple(prep["columns"])
         d["inputs"] = tuple(d.get("inputs", ()))
+        d["data_files"] = tuple(dict(f) for f in d.get("data_files", ()))
+        d["sites"] = tuple(d.get("sites", ()))
+        if isinstance(prep.get("data"), list):
+            prep["data"] = tuple(prep["data"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(prep=PrepareConfig(**prep), **{k: v for k, v in d.items() if k in known})
 

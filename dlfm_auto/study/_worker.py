@@ -140,13 +140,10 @@ def _plan(study: optuna.Study, opts: WorkerOptions, on_best: Callable | None) ->
             units = units.with_data(opts.data_override)
         # a report unit's error stops the report
         return _Plan(MemoryObjective(units), units.total, queued_only=True, catch=())
-    spec = load_spec(study)
-    if opts.data_override:
-        spec = spec.replace(prep=spec.prep.replace(data=opts.data_override))
-    check_data(spec)
+    spec = check_data(load_spec(study), opts.data_override)
     search = Objective(spec)
     search.space = feasible_space(spec)
-    n_folds = len(prepare(spec.prep).fold_years[: spec.prep.folds])
+    n_folds = prepare(spec.prep).n_folds
     worker = opts.worker if opts.worker is not None else worker_slot(study)
     study.sampler = make_sampler(spec, worker)
     study.pruner = make_pruner(spec, search.stride, n_folds)

@@ -11,7 +11,7 @@ import numpy as np
 from dlfm_auto.data import Split
 from dlfm_auto.training import _baselines as baselines
 from dlfm_auto.training._batched import batch_applies, train_members
-from dlfm_auto.training._result import CVResult, FoldResult, check_split, r2_mse
+from dlfm_auto.training._result import CVResult, FoldResult, check_split, group_scores, r2_mse
 from dlfm_auto.training._torch import epoch_budget, predict_torch, resolve_device, train_torch
 from dlfm_auto.training._trees import train_tree
 
@@ -196,6 +196,7 @@ __all__ = [
     "FoldResult",
     "check_split",
     "cross_validate",
+    "group_scores",
     "predict",
     "r2_mse",
     "report_stride",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.data import Split, cache_dir
-from dlfm_auto.training._result import r2_from_sse, r2_mse
+from dlfm_auto.training._result import group_scores, r2_from_sse, r2_mse
 
 CLIM_WINDOW = 31  # days, circular
 BASELINES_VERSION = 1  # bump when a baseline's definition changes (invalidates caches)
@@ -59,7 +59,8 @@ def climatology(days: np.ndarray, y: np.ndarray, window: int = CLIM_WINDOW) -> n
 
 def driver_columns(names: tuple[str, ...]) -> list[int]:
     """Indexes of the plain drivers among the feature names (today's meteorology)."""
-    return [j for j, n in enumerate(names) if n not in _NOT_DRIVERS and not _STATS.search(n)]
+    return [j for j, n in enumerate(names)
+            if n not in _NOT_DRIVERS and not _STATS.search(n) and not n.startswith("site:")]
 
 
 def predictions(split: Split) -> dict[str, np.ndarray]:
@@ -103,6 +104,16 @@ def split_scores(split: Split) -> dict[str, Any]:
     return out
 
 
+def pooled_site_scores(splits: list[Split]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each baseline's R²/MSE per site over the validation parts of ``splits`` pooled (several
+    sites): what a model's ``site_r2`` is compared with. {baseline: {site: {r2, mse, n}}}."""
+    preds = [predictions(s) for s in splits]
+    obs = np.concatenate([np.asarray(s.y_val, dtype=np.float64) for s in splits])
+    sites = np.concatenate([s.val_sites for s in splits])
+    return {name: group_scores(obs, np.concatenate([p[name] for p in preds]), sites)
+            for name in preds[0]}
+
+
 def per_year_scores(split: Split, val_season_years: np.ndarray) -> dict[int, dict[str, Any]]:
     """Baseline R²/MSE per held-out season year (``val_season_years`` per validation day)."""
     preds = predictions(split)
@@ -141,11 +152,14 @@ def dataset_baselines(ds: Any) -> dict[str, Any]:
           for n in names}
     out: dict[str, Any] = {"fingerprint": ds.fingerprint(), "cv": cv, "folds": folds,
                            "heldout": None}
+    if ds.multi_site:  # per site, the folds pooled (with cv=sites: that site's own fold)
+        out["cv_sites"] = pooled_site_scores(ds.cv_splits())
     if ds.eval_years:
         ev = ds.eval_split()
         out["heldout"] = {**split_scores(ev), "per_year": {
-            str(y): v for y, v in per_year_scores(
-                ev, ds.season_year[np.isin(ds.season_year, ds.eval_years)]).items()}}
+            str(y): v for y, v in per_year_scores(ev, ds.season_year[ds.heldout]).items()}}
+        if ds.multi_site:
+            out["heldout"]["per_site"] = pooled_site_scores([ev])
     out = json.loads(json.dumps(out, default=float))
     _MEM[key] = out
     if path is not None:

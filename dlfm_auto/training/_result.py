@@ -82,6 +82,17 @@ def r2_mse(obs: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return r2_from_sse(sse, sst), sse / max(1, len(obs))
 
 
+def group_scores(obs: np.ndarray, pred: np.ndarray, groups: np.ndarray
+                 ) -> dict[str, dict[str, float]]:
+    """R², MSE and count of each group (site) of samples: :func:`r2_mse` on each part."""
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        m = groups == g
+        r2, mse = r2_mse(obs[m], pred[m])
+        out[str(g)] = {"r2": r2, "mse": mse, "n": int(m.sum())}
+    return out
+
+
 def check_split(family: Any, params: dict[str, Any], split: Split) -> None:
     """Refuse, with a message saying what to change, what would crash or mean nothing.
 
