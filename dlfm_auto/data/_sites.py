@@ -142,6 +142,17 @@ def _check_sites(parts: list[Dataset]) -> tuple[str, ...]:
         if j != i:
             raise UserError(f"the same data twice: {parts[j].source.name} and "
                             f"{parts[i].source.name} have identical content")
+    first = parts[0].feature_names
+    for n, d in zip(names, parts, strict=True):
+        if d.feature_names != first:
+            raise UserError(f"site {n} has inputs {', '.join(d.feature_names)}, site {names[0]} "
+                            f"{', '.join(first)}: pass --columns with drivers every site has")
+    return names
+
+
+def _check_kinds(parts: list[Dataset]) -> None:
+    """Daily (DD) and sub-daily files hold different quantities: never pooled."""
+    names = [site_name(d.source) for d in parts]
     kinds = {d.source.format for d in parts}
     if len(kinds) > 1:
         daily = [n for n, d in zip(names, parts, strict=True) if d.source.format == "daily"]
@@ -150,12 +161,6 @@ def _check_sites(parts: list[Dataset]) -> tuple[str, ...]:
             f"daily (DD) and sub-daily files mixed: {', '.join(daily)} daily (NEE a 24-h sum, "
             f"gC m-2 d-1) and {', '.join(sub)} sub-daily (a daylight mean, µmol m-2 s-1): "
             "not the same quantity; give files of one kind")
-    first = parts[0].feature_names
-    for n, d in zip(names, parts, strict=True):
-        if d.feature_names != first:
-            raise UserError(f"site {n} has inputs {', '.join(d.feature_names)}, site {names[0]} "
-                            f"{', '.join(first)}: pass --columns with drivers every site has")
-    return names
 
 
 def _site_scaled(d: Dataset, X: np.ndarray) -> np.ndarray:
@@ -175,6 +180,7 @@ def prepare_sites(cfg: PrepareConfig, one: Callable[[PrepareConfig], Dataset]) -
     """The pooled dataset of a multi-site config; ``one`` prepares a single site (cached)."""
     _check_files(cfg)
     parts = _per_site(cfg, one, None)
+    _check_kinds(parts)
     messages: list[str] = []
     if cfg.columns is None and len({d.source.inputs for d in parts}) > 1:
         common = tuple(c for c in parts[0].source.inputs
