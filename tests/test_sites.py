@@ -190,7 +190,7 @@ def test_run_study_then_worker_joins_and_best_gives_site_r2(tmp_path):
     data = ["--data", str(UMB), str(MMS), str(TW3), "--columns", *COLS]
     r = _cli("run-study", "xgboost", *data, "--cv", "sites", "--n-trials", "2",
              "--max-epochs", "30", "--sequence-length", "7", "--study-name", "ms",
-             "--quiet", cwd=tmp_path)
+             "--cv-score", "median", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # the per-site lines beside the baselines (a row of the summary table)
     assert re.search(r"US-Tw3\s*\S\s*R² -?\d\.\d+ \(climatology", r.stdout), r.stdout
@@ -203,9 +203,20 @@ def test_run_study_then_worker_joins_and_best_gives_site_r2(tmp_path):
     labels = [lab.split("=")[1] for lab in b["fold_labels"]]
     assert b["site_r2"] == pytest.approx(dict(zip(labels, b["fold_r2"], strict=True)))
     assert b["median_site_r2"] == pytest.approx(float(np.median(b["fold_r2"])))
-    assert b["value"] == pytest.approx(float(np.mean(b["fold_r2"])))
+    assert b["value"] == pytest.approx(b["median_site_r2"])  # --cv-score median
+    assert "best CV R² (median)" in r.stdout
     assert set(b["site_baselines"]["climatology"]) == set(b["site_r2"])
     assert -1e9 < b["pooled_r2"] <= 1
+
+
+def test_pooled_score_needs_several_sites():
+    from dlfm_auto.study import build_spec
+
+    with pytest.raises(UserError, match="--cv-score pooled needs several sites"):
+        build_spec("ann", PrepareConfig(data=str(UMB), columns=COLS), length_given=True,
+                   cv_score="pooled")
+    with pytest.raises(UserError, match="invalid cv_score='best'"):
+        build_spec("ann", _cfg(UMB, MMS), length_given=True, cv_score="best")
 
 
 @pytest.mark.slow

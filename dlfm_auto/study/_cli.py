@@ -15,6 +15,7 @@ from dlfm_auto._urls import StorageURL
 from dlfm_auto.data._arguments import add_moved_data, config_from_args, data_parent
 from dlfm_auto.data._config import DEFAULT_DATA
 from dlfm_auto.study import _config_file as config_file
+from dlfm_auto.study._spec import SPEC_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -37,6 +38,10 @@ def _run_study_options(p: argparse.ArgumentParser) -> None:
                    help="parallel local worker processes (1 torch thread each); 0: only "
                         "create the study for `worker` processes to join")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--cv-score", default="mean", choices=["mean", "median", "pooled"],
+                   help="a trial's value: the mean of its fold R² (default), their median "
+                        "(less ruled by one bad fold or site), or pooled (several sites: R² of "
+                        "all folds' predictions together)")
     p.add_argument("--search-site-norm", action="store_true",
                    help="several sites: trials draw --site-norm (per-site driver "
                         "standardisation) on or off as a searched parameter")
@@ -58,7 +63,7 @@ def run_study(args: argparse.Namespace) -> int:
         args.family, prep, length_given=args.sequence_length is not None,
         sampler=args.sampler, pruner=args.pruner, n_trials=args.n_trials,
         max_epochs=args.max_epochs, seed=args.seed, patience=args.patience,
-        search_site_norm=bool(args.search_site_norm),
+        search_site_norm=bool(args.search_site_norm), cv_score=args.cv_score,
     )
     from dlfm_auto.study._space import feasible_space
     from dlfm_auto.study._spec import check_study_name
@@ -316,8 +321,13 @@ def _print_summary(storage: optuna.storages.BaseStorage, url: StorageURL, name: 
     if "best" in s:
         b = s["best"]
         sd = b.get("cv_r2_sd") or 0.0
-        t.add_row("best CV R²", f"{b['value']:.4f} ± {sd:.4f} (trial #{b['number']}, "
-                               f"{len(b.get('fold_r2') or [])} folds)")
+        score = (s.get("user_attrs", {}).get(SPEC_ATTR) or {}).get("cv_score", "mean")
+        t.add_row("best CV R²" + ("" if score == "mean" else f" ({score})"),
+                  f"{b['value']:.4f} ± {sd:.4f} (trial #{b['number']}, "
+                  f"{len(b.get('fold_r2') or [])} folds)")
+        if b.get("site_r2"):
+            t.add_row("sites", f"median R² {_num(b.get('median_site_r2'))}, pooled R² "
+                               f"{_num(b.get('pooled_r2'))}")
         t.add_row("best params", ", ".join(f"{k}={v}" for k, v in sorted(b["params"].items())))
         lines = skill_lines(b)
         for line in lines:

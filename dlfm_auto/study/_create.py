@@ -99,6 +99,8 @@ def build_spec(family: str, prep: PrepareConfig, *, length_given: bool, **kw: An
     src = ds.source
     files = tuple({"name": s.name, "site": n, "sha256": s.sha256}
                   for n, s in zip(ds.site_names, ds.sources, strict=True))
+    if kw.get("cv_score") == "pooled" and not prep.multi_site:
+        raise UserError("--cv-score pooled needs several sites (one site: use mean or median)")
     if kw.get("search_site_norm") and not prep.multi_site:
         raise UserError("--search-site-norm needs several sites: pass --data with two or more "
                         "files, one per site")

@@ -26,14 +26,25 @@ def settings_note(spec: StudySpec) -> str:
     lines = [
         "## Study settings", "",
         f"- family: **{spec.family}**",
-        f"- data: `{spec.data_name}` (site {spec.site or '?'}, sha256 {spec.data_sha256[:12]}...)",
+        (f"- data: {len(spec.sites)} sites ({', '.join(spec.sites)}), files `{spec.data_name}` "
+         f"(sha256 of all {spec.data_sha256[:12]}...)" if spec.sites else
+         f"- data: `{spec.data_name}` (site {spec.site or '?'}, sha256 {spec.data_sha256[:12]}...)"),
         f"- target: {spec.target}; drivers: {', '.join(spec.inputs)}",
         "- search: " + ", ".join(f"{k}={v}" for k, v in search.items()),
         "- data settings: " + ", ".join(f"{k}={v}" for k, v in sorted(prep.items())
                                         if k not in ("target", "columns", "sequence_length")),
-        f"- objective: {METRIC_NAME}, the mean R² over leave-one-season-year-out folds",
+        f"- objective: {METRIC_NAME}, {objective_words(spec)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def objective_words(spec: StudySpec) -> str:
+    """What a trial's value is, in words (notes and summaries)."""
+    folds = ("leave-one-site-out folds" if spec.prep.cv == "sites" and spec.sites else
+             "season-year folds pooled over sites" if spec.sites else
+             "leave-one-season-year-out folds")
+    return {"mean": f"the mean R² over {folds}", "median": f"the median R² over {folds}",
+            "pooled": f"the R² of all {folds}' predictions pooled"}[spec.cv_score]
 
 
 def save_study_note(study: Any, spec: StudySpec, *sections: str) -> None:

@@ -226,8 +226,7 @@ class Objective:
         mse = [float(r.mse) for r in results]
         trial.set_user_attr("fold_val_years", [s.val_years[0] for s in splits])
         trial.set_user_attr("fold_labels", [s.name for s in splits])
-        if ds.multi_site:
-            self._site_scores(trial, results, splits)
+        pooled = self._site_scores(trial, results, splits) if ds.multi_site else None
         trial.set_user_attr("fold_r2", r2)
         trial.set_user_attr("fold_mse", mse)
         # chosen on each fold's inner training year, never on its validation year
@@ -240,8 +239,9 @@ class Objective:
         trial.set_user_attr("n_train", [int(r.n_train) for r in results])
         trial.set_user_attr("n_val", [int(r.n_val) for r in results])
         trial.set_user_attr("sequence_length", L)
-        value = float(np.mean(r2))
-        if not math.isfinite(value):  # a diverged model: this trial fails, the study goes on
+        value = {"mean": float(np.mean(r2)), "median": float(np.median(r2)),
+                 "pooled": pooled}[spec.cv_score]
+        if value is None or not math.isfinite(value):  # a diverged model: this trial fails, the study goes on
             raise NonFiniteScore(f"non-finite CV R² ({r2})")
         trial.set_user_attr("cv_r2_sd", statistics.stdev(r2) if len(r2) > 1 else 0.0)
         trial.set_user_attr("cv_mse", float(np.mean(mse)))
@@ -249,10 +249,10 @@ class Objective:
             self.on_best(trial, value, params, results, ds, splits)
         return value
 
-    def _site_scores(self, trial: optuna.Trial, results: list, splits: list) -> None:
+    def _site_scores(self, trial: optuna.Trial, results: list, splits: list) -> float:
         """Several sites: R² per site over the folds' validation parts pooled (with
         ``cv="sites"`` that is each site's own fold: the site when it was held out), their
-        median, and R² of all folds' predictions pooled."""
+        median, and R² of all folds' predictions pooled (returned)."""
         obs = np.concatenate([s.y_val for s in splits]).astype(np.float64)
         pred = np.concatenate([predict(self.family, r.model, s.X_val)
                                for r, s in zip(results, splits, strict=True)])
@@ -261,7 +261,9 @@ class Objective:
         trial.set_user_attr("site_r2", site_r2)
         trial.set_user_attr("site_n", {k: v["n"] for k, v in per.items()})
         trial.set_user_attr("median_site_r2", float(np.median(list(site_r2.values()))))
-        trial.set_user_attr("pooled_r2", r2_mse(obs, pred)[0])
+        pooled = r2_mse(obs, pred)[0]
+        trial.set_user_attr("pooled_r2", pooled)
+        return pooled
 
     @staticmethod
     def _reporter(trial: optuna.Trial):

@@ -31,6 +31,10 @@ STUDY_NAME_RULE = (f"1-{STUDY_NAME_MAX} characters: letters, digits, space, '.',
                    "starting with a letter or digit")
 _STUDY_NAME_PUNCT = frozenset(" ._-+")
 PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+#: What a trial's value is: the mean of its fold R² (default), their median, or the R² of all
+#: folds' predictions pooled (several sites). Across sites, the mean is ruled by the worst
+#: site (an R² of -3 at a site with little NEE variance outweighs three good sites).
+CV_SCORES = ("mean", "median", "pooled")
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,16 @@ class StudySpec:
     site_info_sha256: str | None = None
     #: several sites: trials draw ``site_norm`` (per-site driver standardisation) as a parameter
     search_site_norm: bool = False
+    cv_score: str = "mean"
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise UserError(f"invalid sampler={self.sampler!r}: must be one of {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise UserError(f"invalid pruner={self.pruner!r}: must be one of {', '.join(PRUNERS)}")
+        if self.cv_score not in CV_SCORES:
+            raise UserError(f"invalid cv_score={self.cv_score!r}: must be one of "
+                            f"{', '.join(CV_SCORES)}")
         if self.n_trials < 0:
             raise UserError(f"invalid n_trials={self.n_trials}: must be >= 0")
         if self.max_epochs is not None and self.max_epochs < 1:
@@ -71,7 +79,9 @@ class StudySpec:
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the study (n_trials, pruner may change)."""
-        extra = {"search_site_norm": True} if self.search_site_norm else {}
+        extra: dict[str, Any] = {"search_site_norm": True} if self.search_site_norm else {}
+        if self.cv_score != "mean":
+            extra["cv_score"] = self.cv_score
         return {**extra,
             "family": self.family,
             "data_sha256": self.data_sha256,
