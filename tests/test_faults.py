@@ -119,3 +119,26 @@ def test_grid_soak_kill_9_then_one_rerun(tmp_path, backend):
     assert res["rerun_exit"] == 0 and res["distinct_points"] == res["finished"] == 32
     assert res["running"] == res["waiting"] == res["points_run_twice"] == 0
     assert res["failed"] == res["running_when_killed"]  # only killed trials failed
+
+
+def test_requeue_never_queues_a_point_whose_trial_finished_after_all(tmp_path):
+    """A trial judged stale (late heartbeat) whose owner completed it before the FAIL landed:
+    the stale callback must not queue its point again (it would run twice)."""
+    from dlfm_auto.study._storage import requeue
+
+    for url in (f"sqlite:///{tmp_path}/r.db", f"journal:///{tmp_path}/r.journal"):
+        study = optuna.create_study(storage=open_storage(url), study_name="r")
+        study.enqueue_trial({"x": 1})
+        t = study.ask()
+        study.tell(t, 1.0)
+        done = study.get_trials()[0]
+        assert done.state == TrialState.COMPLETE
+        assert requeue(study, done) is False
+        assert [x.state for x in study.get_trials()] == [TrialState.COMPLETE]
+        # a trial that did fail is re-queued with its whole point
+        study.enqueue_trial({"x": 2})
+        t2 = study.ask()
+        study.tell(t2, state=TrialState.FAIL)
+        assert requeue(study, study.get_trials()[1]) is True
+        assert study.get_trials()[-1].state == TrialState.WAITING
+        assert study.get_trials()[-1].system_attrs["fixed_params"] == {"x": 2}

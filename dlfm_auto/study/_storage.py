@@ -354,6 +354,10 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> bool:
     g = guarded(study._storage)
     section = g.exclusive() if g is not None else contextlib.nullcontext()
     with section:
+        if study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+            # Its FAIL did not land: the owner finished it first (a late heartbeat judged
+            # stale while the trial was completing). Re-queueing would run its point twice.
+            return False
         for t in study.get_trials(deepcopy=False, states=LIVE):
             if trial_point(t) == point and t.number != trial.number:
                 return False
