@@ -5,8 +5,9 @@
 
 Sites: US-UMB, US-NR1, US-Me6, US-MMS, US-Var (ONEFlux NEE) and US-Tw3 (BASE, FC); drivers
 TA, PPFD_IN, SW_IN (the ones every site has). For each family a seeded TPE study with
-``--cv sites --cv-score median`` (trials ranked by their median site R²) (each fold holds out one whole site; every site's last 3 years stay out of the
-study) that also searches per-site driver standardisation (``--search-site-norm``) and L.
+``--cv sites --cv-score median`` (each fold holds out one whole site; trials are ranked by
+their median site R²; every site's last 3 years stay out of the study) that also searches
+per-site driver standardisation (``--search-site-norm``) and L.
 Printed per site, on the same days (the best trial's target days):
 
 - the study's R² on the site when it was held out (``site_r2``);
