@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +41,8 @@ def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dlfm_auto", *argv], cwd=cwd,
                           capture_output=True, text=True, timeout=600,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                               "DLFM_AUTO_CACHE": str(cwd / "cache")})
+                               # the session's cache: each site file is parsed once
+                               "DLFM_AUTO_CACHE": os.environ["DLFM_AUTO_CACHE"]})
 
 
 def test_leave_one_site_out_folds_hold_out_whole_sites_and_never_held_out_years():
@@ -126,7 +128,11 @@ def _truncated_copy(src: Path, dest: Path, keep_lines: int) -> Path:
     return dest
 
 
-def test_bad_multi_site_input_is_one_line_exit_2_naming_the_site(tmp_path):
+def test_bad_multi_site_input_is_one_line_exit_2_naming_the_site(tmp_path, capsys,
+                                                                  monkeypatch):
+    from dlfm_auto.cli import main
+
+    monkeypatch.chdir(tmp_path)
     short = _truncated_copy(MMS, tmp_path / "short.csv", 3 + 2 * 365 * 24)  # two years
     copy = tmp_path / "umb-copy.csv.gz"
     shutil.copy(UMB, copy)
@@ -139,14 +145,16 @@ def test_bad_multi_site_input_is_one_line_exit_2_naming_the_site(tmp_path):
         ([UMB], ["--cv", "sites"], ["cv needs several sites"]),
     ]
     for files, extra, words in cases:
-        r = _cli("run-study", "ann", "--data", *map(str, files), *extra, "--n-jobs", "0",
-                 cwd=tmp_path)
-        err = r.stderr.strip()
-        assert r.returncode == 2, (files, r.stderr)
+        rc = main(["run-study", "ann", "--data", *map(str, files), *extra, "--n-jobs", "0"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, (files, err)
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         for w in words:
             assert w in err, (w, err)
         assert not (tmp_path / "studies").exists()  # refused before any storage is made
+    # and end to end: a separate process prints the one line and exits 2
+    r = _cli("run-study", "ann", "--data", str(UMB), str(UMB), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: the same file twice")
 
 
 def test_missing_driver_at_one_site_names_site_and_close_matches(tmp_path):
@@ -233,7 +241,7 @@ def test_postgresql_workers_run_a_multi_site_study(tmp_path):
         [sys.executable, "-m", "dlfm_auto", "worker", name, "--storage", PG_URL],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-             "DLFM_AUTO_CACHE": str(tmp_path / "cache")}) for _ in range(2)]
+             "DLFM_AUTO_CACHE": os.environ["DLFM_AUTO_CACHE"]}) for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
