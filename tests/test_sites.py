@@ -248,3 +248,26 @@ def test_postgresql_workers_run_a_multi_site_study(tmp_path):
     b = json.loads(_cli("best", name, "--storage", PG_URL, "--json", cwd=tmp_path).stdout)
     assert b["counts"]["complete"] == 4 and sum(b["counts"].values()) == 4
     assert set(b["site_r2"]) == {"US-UMB", "US-NR1"} and "site_norm" in b["params"]
+
+
+def test_pooled_year_study_scores_each_site_over_the_year_folds(tmp_path):
+    """--cv years: site_r2 is each site's R² over its days in every fold, pooled."""
+    import optuna
+
+    from dlfm_auto.study import build_spec, create_or_resume, open_storage
+    from dlfm_auto.study._worker import WorkerOptions, work
+
+    url = f"sqlite:///{tmp_path}/y.db"
+    spec = build_spec("xgboost", _cfg(UMB, MMS, cv="years", folds=2, sequence_length=1),
+                      length_given=True, n_trials=1, max_epochs=20, pruner="none")
+    create_or_resume(url, "y", spec)
+    work(WorkerOptions(url, "y"))
+    t = optuna.load_study(study_name="y", storage=open_storage(url, heartbeat=False)).best_trial
+    assert t.user_attrs["fold_labels"] == ["val=2018", "val=2017"]
+    # 2018 is held out at US-MMS, so only 2017 scores it; US-UMB is scored in both folds
+    n_val = t.user_attrs["n_val"]
+    assert t.user_attrs["site_n"]["US-UMB"] + t.user_attrs["site_n"]["US-MMS"] == sum(n_val)
+    ds = prepare(spec.prep)
+    mms_2017 = int(np.sum((ds.sample_sites == "US-MMS") & (ds.season_year == 2017)))
+    assert t.user_attrs["site_n"]["US-MMS"] == mms_2017
+    assert set(t.user_attrs["site_r2"]) == {"US-UMB", "US-MMS"}
