@@ -89,6 +89,7 @@ class Ensemble:
         ``table``: daily rows indexed by date, with the drivers (``inputs``) and, when present,
         ``NEE`` (needed with ``lag_nee``) and ``SEASON_YEAR`` (not needed).
         """
+        self._check_site_free()
         missing = [c for c in self.inputs if c not in table.columns]
         if missing:
             raise UserError(f"the daily table lacks the ensemble's driver(s) {', '.join(missing)}")
@@ -112,6 +113,21 @@ class Ensemble:
         targets = valid_targets(anyday, self.sequence_length, measured)
         X = windows(cal, self.sequence_length, targets)
         return cal.days[targets], X, cal.nee[targets]
+
+    def _check_site_free(self) -> None:
+        """Refuse an ensemble whose inputs depend on which site a file is (a multi-site study
+        with static site features or per-site driver standardisation): its inputs cannot be
+        rebuilt from one file alone. A multi-site ensemble of plain drivers predicts any file
+        with those drivers, a file of one of its sites included."""
+        from dlfm_auto.data._sites import STATIC_PREFIX
+
+        static = any(n.startswith(STATIC_PREFIX) for n in self.norm.feature_names)
+        if static or self.prep.get("site_norm"):
+            what = "static site features (--site-info)" if static else \
+                "per-site driver standardisation (--site-norm)"
+            raise UserError(f"the ensemble of study {self.meta.get('study', '?')!r} uses {what}: "
+                            "predict cannot rebuild those inputs from one file; predict from a "
+                            "multi-site study without them")
 
     def predict_windows(self, X: np.ndarray) -> np.ndarray:
         """Each model's NEE for raw windows ``X`` (n, L, f): shape (models, n)."""
