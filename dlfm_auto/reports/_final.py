@@ -34,6 +34,7 @@ from dlfm_auto.reports._load import StudyContext, require_eval_years, study_cont
 from dlfm_auto.reports._options import check_options
 from dlfm_auto.reports._sites import (
     site_columns,
+    site_display,
     site_figure,
     site_rows,
     site_summary,
@@ -195,7 +196,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         ycols = ["year", "n", "model_r2", "model_mse", *[c for c in per_year[0] if
                  c.startswith(("climatology", "linear", "persistence"))]] if per_year else []
         months = [{"days": k, **v} for k, v in metrics["days_per_month"].items()]
-        scols = site_columns(per_site)
+        scols, shown = site_columns(per_site), site_display(per_site)
         ytitle = "Held-out years beside the baselines" + (
             " (each year pooled over the sites that hold it)" if per_site else "")
         mcols = ["days", *MONTHS]
@@ -205,7 +206,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
                                             ["param", "value"]), "",
               "## Skill", "", md_table(rows, cols), "",
               f"## {ytitle}", "", md_table(per_year, ycols), "",
-              *([f"## {SITES_TITLE}", "", SITES_NOTE, "", md_table(per_site, scols), "",
+              *([f"## {SITES_TITLE}", "", SITES_NOTE, "", md_table(shown, scols), "",
                  "![per site](per_site.png)", ""] if per_site else []),
               "## Days used per month", "", md_table(months, mcols), "",
               "## Predictions", "", EXPORT_NOTE.format(study=study_name), "",
@@ -216,7 +217,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             f"Final report: {study_name}",
             [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols)),
              (ytitle, html_table(per_year, ycols)),
-             *([(SITES_TITLE, f"<p>{SITES_NOTE}</p>" + html_table(per_site, scols))]
+             *([(SITES_TITLE, f"<p>{SITES_NOTE}</p>" + html_table(shown, scols))]
                if per_site else []),
              ("Days used per month", html_table(months, mcols)),
              ("Predictions", f"<p>{EXPORT_NOTE.format(study=study_name)}</p>")], figs))

@@ -13,6 +13,9 @@ memory lives in the anomalies, not in the seasonal cycle. Intervals (95%) combin
 and seed uncertainty: a bootstrap that resamples the scored years with replacement and, for
 each drawn year, one seed's model (years are the sampling unit: days within a year are
 autocorrelated). With 3 folds these intervals are wide, honestly so.
+
+On a multi-site study the report is a memory atlas: one curve per site beside the pooled one
+(``reports/_atlas.py``).
 """
 
 from __future__ import annotations

@@ -62,6 +62,12 @@ def site_columns(rows: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
+def site_display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows for the Markdown/HTML tables: "n/a" where a site has no score (with
+    ``cv="years"``, a site whose days fall in no fold year; metrics.json keeps null)."""
+    return [{k: "n/a" if v is None else v for k, v in r.items()} for r in rows]
+
+
 def site_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over sites (the issue's headline figure) and the sites below zero."""
     def med(key: str) -> float | None:
