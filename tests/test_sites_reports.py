@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import MMS, UMB, needs_shared
+from conftest import DATA, MMS, UMB, needs_shared
 
 from dlfm_auto import UserError
 from dlfm_auto.data import PrepareConfig
@@ -22,6 +22,7 @@ from dlfm_auto.training import r2_mse
 pytestmark = needs_shared
 
 SITES = ("US-UMB", "US-MMS")
+NR1 = DATA / "oneflux" / "US-NR1_NEE_met.csv.gz"
 COLUMNS = ("TA", "PPFD_IN", "SW_IN")
 NAME = "xgboost-2sites-loso"
 
@@ -99,10 +100,40 @@ def test_predict_a_file_of_one_site(study):
     ev = ev[(ev["site"] == "US-MMS") & (ev["split"] == "eval")].set_index("date")
     assert len(ev) > 300
     assert np.allclose(frame.loc[ev.index, "predicted"], ev["predicted"], atol=1e-4)
-    # inputs that depend on which site a file is cannot be rebuilt from one file: one line
-    ens.prep["site_norm"] = True
-    with pytest.raises(UserError, match="per-site driver standardisation"):
-        ens.predict_file(MMS)
+    assert not ens.sites  # plain drivers: nothing depends on the site
+
+
+def test_predict_with_static_features_and_site_norm(tmp_path):
+    """With --site-info and --site-norm the ensemble stores each site's static features and
+    driver statistics: a file of one of its sites gets the final report's predictions; a
+    file of another site is refused in one line."""
+    from dlfm_auto.reports import load_ensemble
+    from dlfm_auto.reports._final import PREDICTIONS_FILE, final_report
+    from dlfm_auto.study import build_spec, create_or_resume
+    from dlfm_auto.study._worker import WorkerOptions, work
+
+    info = tmp_path / "sites.csv"
+    info.write_text("site,IGBP,lat\nUS-UMB,DBF,45.56\nUS-MMS,DBF,39.32\nUS-NR1,ENF,40.03\n")
+    url = f"sqlite:///{tmp_path}/s.db"
+    prep = PrepareConfig(data=(str(UMB), str(MMS)), columns=COLUMNS, cv="sites",
+                         sequence_length=3, site_info=str(info), site_norm=True)
+    spec = build_spec("xgboost", prep, length_given=True, n_trials=1, max_epochs=30,
+                      pruner="none")
+    create_or_resume(url, "xgb-static", spec)
+    work(WorkerOptions(url, "xgb-static", max_trials=1))
+    dest = final_report(url, "xgb-static", num_models=1, out_root=tmp_path / "out")
+    ens = load_ensemble("xgb-static", tmp_path / "out")
+    assert set(ens.sites) == set(SITES)
+    assert ens.sites["US-UMB"]["static"] == pytest.approx([1.0, 45.56])  # IGBP=DBF, lat
+    assert ens.sites["US-UMB"]["mean"] != ens.sites["US-MMS"]["mean"]
+    ev = pd.read_csv(dest / PREDICTIONS_FILE)
+    for site, path in zip(SITES, (UMB, MMS), strict=True):
+        frame = ens.predict_file(path).set_index("date")
+        mine = ev[(ev["site"] == site) & (ev["split"] == "eval")].set_index("date")
+        assert len(mine) > 300
+        assert np.allclose(frame.loc[mine.index, "predicted"], mine["predicted"], atol=1e-4)
+    with pytest.raises(UserError, match="predicts only for its own sites"):
+        ens.predict_file(NR1)
 
 
 def test_memory_atlas_one_curve_per_site_and_resumes(study, monkeypatch):

@@ -36,6 +36,7 @@ from dlfm_auto.reports._sites import (
     site_columns,
     site_display,
     site_figure,
+    site_inputs,
     site_rows,
     site_summary,
     write_site_png,
@@ -164,7 +165,8 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             **({"sites": list(ds.site_names)} if ds.multi_site else {}),
             "data_sha256": ctx.spec.data_sha256, "best_trial": ctx.best.number,
             "train_years": [int(y) for y in ds.train_years], "eval_years": list(split.val_years),
-            "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]})
+            "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]},
+        sites=site_inputs(ds))
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         ensemble.save(tmp / ENSEMBLE_FILE)
