@@ -35,7 +35,7 @@ def _prepare(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, "--out")
         if any(p.exists() and Path(args.out).resolve() == p.resolve() for p in cfg.paths):
-            raise UserError(f"--out {args.out} is a data file itself: give another file name")
+            raise UserError(f"--out {args.out} is the data file itself: give another file name")
     if cfg.multi_site:
         return _prepare_sites(cfg, args.out)
     # The filter report first: when the split plan fails, it shows what removed the days.
