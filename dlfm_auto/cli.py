@@ -18,7 +18,7 @@ from dlfm_auto._arguments import Verb
 from dlfm_auto._errors import UserError
 from dlfm_auto._io import check_output_file
 from dlfm_auto.data._arguments import config_from_args, data_parent
-from dlfm_auto.data._config import DEFAULT_DATA
+from dlfm_auto.data._config import DEFAULT_DATA, PrepareConfig
 from dlfm_auto.reports import _cli as reports_cli
 from dlfm_auto.study import _cli as study_cli
 
@@ -34,8 +34,10 @@ def _prepare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.out:
         check_output_file(args.out, "--out")
-        if cfg.path.exists() and Path(args.out).resolve() == cfg.path.resolve():
+        if any(p.exists() and Path(args.out).resolve() == p.resolve() for p in cfg.paths):
             raise UserError(f"--out {args.out} is the data file itself: give another file name")
+    if cfg.multi_site:
+        return _prepare_sites(cfg, args.out)
     # The filter report first: when the split plan fails, it shows what removed the days.
     table, report, src = load_daily(cfg)
     print(f"file: {src.path} ({src.format}, {src.step_minutes}-min, site {src.site or '?'})")
@@ -58,6 +60,49 @@ def _prepare(args: argparse.Namespace) -> int:
         t.index = t.index.strftime("%Y-%m-%d")
         atomic_write_text(args.out, t.to_csv(index_label="DAY", float_format="%.10g"))
         print(f"daily table written to {args.out}")
+    return 0
+
+
+def _prepare_sites(cfg: PrepareConfig, out: str | None) -> int:
+    """``prepare --data F1 F2 ...``: each site's file, target, inputs and filter report (in
+    --data order, before the pooling can fail), then the pooled folds and held-out years."""
+    import numpy as np
+    import pandas as pd
+
+    from dlfm_auto._io import atomic_write_text
+    from dlfm_auto.data import load_daily, prepare
+
+    for path in cfg.paths:
+        try:
+            _, report, src = load_daily(cfg.single_site(path))
+        except UserError as e:  # the same wording as the pooling's own error
+            raise UserError(f"site file {path.name}: {e}") from None
+        print(f"== site {src.site or path.name.split('.')[0]}")
+        print(f"file: {src.path} ({src.format}, {src.step_minutes}-min)")
+        print(f"target: {src.target} ({src.target_source})")
+        print(f"inputs: {', '.join(src.inputs)} ({src.inputs_source})")
+        for line in report.lines():
+            print(line)
+        sys.stdout.flush()
+    ds = prepare(cfg)
+    print(f"== pooled: {len(ds.site_names)} sites, inputs {', '.join(ds.source.inputs)}")
+    counts = np.bincount(ds.site, minlength=len(ds.site_names))
+    for i, name in enumerate(ds.site_names):
+        years = ds.site_eval_years.get(name, ())
+        print(f"{name}: {int(counts[i])} samples at sequence_length={ds.sequence_length}; "
+              f"held-out evaluation years: {', '.join(map(str, years)) or 'none'}")
+    folds = ds.folds()
+    what = ("leave one site out" if cfg.cv == "sites" else
+            "season years pooled over sites, newest first")
+    print(f"folds ({cfg.cv}: {what}): {len(folds)}: "
+          + ", ".join(f"{label} ({int(m.sum())} samples)" for label, m in folds))
+    for m in ds.messages:
+        print(f"note: {m}")
+    if out:
+        t = ds.table.reset_index()
+        t["DAY"] = pd.DatetimeIndex(t["DAY"]).strftime("%Y-%m-%d")
+        atomic_write_text(out, t.to_csv(index=False, float_format="%.10g"))
+        print(f"daily table of every site written to {out}")
     return 0
 
 

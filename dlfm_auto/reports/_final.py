@@ -32,6 +32,15 @@ from dlfm_auto.reports._common import (
 )
 from dlfm_auto.reports._load import StudyContext, require_eval_years, study_context
 from dlfm_auto.reports._options import check_options
+from dlfm_auto.reports._sites import (
+    site_columns,
+    site_display,
+    site_figure,
+    site_inputs,
+    site_rows,
+    site_summary,
+    write_site_png,
+)
 from dlfm_auto.study._objective import skill_summary
 from dlfm_auto.training import baselines, predict, r2_mse, train_many
 from dlfm_auto.training._ensemble import Ensemble
@@ -114,11 +123,23 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
     }
     per_year = _per_year(ds, split, ens_eval, obs["eval"], held)
     sk = skill_summary(ctx.spec, ctx.best)
-    cv = {"cv_r2": ctx.best.value, "cv_r2_sd": ctx.best.user_attrs.get("cv_r2_sd"),
-          "fold_r2": ctx.best.user_attrs.get("fold_r2"),
-          "fold_val_years": ctx.best.user_attrs.get("fold_val_years"),
+    attrs = ctx.best.user_attrs
+    cv = {"cv_r2": ctx.best.value, "cv_r2_sd": attrs.get("cv_r2_sd"),
+          "fold_r2": attrs.get("fold_r2"),
+          "fold_val_years": attrs.get("fold_val_years"),
           "cv_baselines": sk["baselines"], "cv_skill_vs_climatology": sk["skill_vs_climatology"],
           "cv_anomaly_r2": sk["anomaly_r2"]}
+    per_site = site_rows(ds, split, ens_eval, obs["eval"], held, attrs.get("site_r2"),
+                         sk.get("site_baselines"))
+    sites: dict[str, Any] = {}
+    if per_site:  # several sites (a one-site report has none of these keys)
+        cv.update({k: attrs.get(k) for k in ("fold_labels", "site_r2", "median_site_r2",
+                                             "pooled_r2")})
+        cv["cv_site_baselines"] = sk.get("site_baselines")
+        sites = {"sites": list(ds.site_names), "cv_mode": ds.config.cv,
+                 "data_files": [s.name for s in ds.sources],
+                 "site_eval_years": {k: list(v) for k, v in ds.site_eval_years.items()},
+                 "per_site": per_site, "per_site_summary": site_summary(per_site)}
     cv_days = np.concatenate([s.val_days for s in ds.cv_splits()])
     metrics = {
         "study": study_name, "family": ctx.spec.family, "site": ctx.spec.site,
@@ -128,25 +149,33 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         "epochs_budget": final_budget(ctx), "num_models": num_models,
         "eval_years": list(split.val_years), "n_train": len(split.y_train),
         "n_eval": len(split.y_val), **cv, "rows": rows, "heldout": heldout_skill,
-        "per_year": per_year, "match_length": ds.config.match_length,
+        "per_year": per_year, **sites, "match_length": ds.config.match_length,
         "days_per_month": {"cv_validation": days_per_month(cv_days),
                            "heldout": days_per_month(split.val_days)},
     }
-    figs = _figures(ctx, split, preds, obs, results)
+    label = f"NEE ({ds.source.target_units})"
+    figs = _figures(ctx, split, preds, obs, results, label)
+    if per_site:
+        figs.insert(1, site_figure(per_site))
     clim = baselines.climatology(split.train_days, split.y_train)
     ensemble = Ensemble.from_training(
         ctx.spec.family, ctx.params, [r.model for r in results], split.norm, ds.config,
         ds.source, clim, meta={
             "study": study_name, "site": ctx.spec.site, "data_file": ctx.spec.data_name,
+            **({"sites": list(ds.site_names)} if ds.multi_site else {}),
             "data_sha256": ctx.spec.data_sha256, "best_trial": ctx.best.number,
             "train_years": [int(y) for y in ds.train_years], "eval_years": list(split.val_years),
-            "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]})
+            "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]},
+        sites=site_inputs(ds))
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         ensemble.save(tmp / ENSEMBLE_FILE)
-        prediction_table(split, preds, obs, clim).to_csv(
+        prediction_table(split, preds, obs, clim, None if not ds.multi_site else
+                         ds.sample_sites[~ds.heldout]).to_csv(
             tmp / PREDICTIONS_FILE, index=False, float_format="%.6g")
-        _write_pngs(tmp, split, preds, obs, results, ylabel=nee_label(ctx))
+        _write_pngs(tmp, split, preds, obs, results, ylabel=label)
+        if per_site:
+            write_site_png(tmp, per_site)
         cols = ["model", "split", "r2", "mse", "rmse", "bias", "nse", "n"]
         ens = [r for r in rows if r["model"] == "ensemble mean"]
         budget = final_budget(ctx)
@@ -165,17 +194,22 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             f"skill vs climatology {_f(heldout_skill['skill_vs_climatology'])}, anomaly R² "
             f"{_f(heldout_skill['anomaly_r2'])}. {len(split.y_val)} held-out and "
             f"{len(cv_days)} CV validation days (per month below)."
-        )
+        ) + (_site_sentence(ds, sites["per_site_summary"]) if per_site else "")
         ycols = ["year", "n", "model_r2", "model_mse", *[c for c in per_year[0] if
                  c.startswith(("climatology", "linear", "persistence"))]] if per_year else []
         months = [{"days": k, **v} for k, v in metrics["days_per_month"].items()]
+        scols, shown = site_columns(per_site), site_display(per_site)
+        ytitle = "Held-out years beside the baselines" + (
+            " (each year pooled over the sites that hold it)" if per_site else "")
         mcols = ["days", *MONTHS]
         md = [f"# Final report: {study_name}", "", summary, "",
               "## Parameters", "", md_table([{"param": k, "value": str(v)}
                                              for k, v in sorted(ctx.params.items())],
                                             ["param", "value"]), "",
               "## Skill", "", md_table(rows, cols), "",
-              "## Held-out years beside the baselines", "", md_table(per_year, ycols), "",
+              f"## {ytitle}", "", md_table(per_year, ycols), "",
+              *([f"## {SITES_TITLE}", "", SITES_NOTE, "", md_table(shown, scols), "",
+                 "![per site](per_site.png)", ""] if per_site else []),
               "## Days used per month", "", md_table(months, mcols), "",
               "## Predictions", "", EXPORT_NOTE.format(study=study_name), "",
               "![observed vs predicted](timeseries.png)", "", "![scatter](scatter.png)", "",
@@ -184,7 +218,9 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
         (tmp / "index.html").write_text(html_page(
             f"Final report: {study_name}",
             [("Summary", f"<p>{summary}</p>"), ("Skill", html_table(rows, cols)),
-             ("Held-out years beside the baselines", html_table(per_year, ycols)),
+             (ytitle, html_table(per_year, ycols)),
+             *([(SITES_TITLE, f"<p>{SITES_NOTE}</p>" + html_table(shown, scols))]
+               if per_site else []),
              ("Days used per month", html_table(months, mcols)),
              ("Predictions", f"<p>{EXPORT_NOTE.format(study=study_name)}</p>")], figs))
     _attach_to_dashboard(ctx, figs[0], summary)
@@ -192,22 +228,30 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
 
 
 def prediction_table(split: Any, preds: dict[str, list[np.ndarray]],
-                     obs: dict[str, np.ndarray], clim: np.ndarray) -> Any:
+                     obs: dict[str, np.ndarray], clim: np.ndarray,
+                     train_sites: np.ndarray | None = None) -> Any:
     """``predictions.csv``: every training and held-out day of the report, one row each.
 
     ``predicted`` is the ensemble mean, ``predicted_sd`` the spread of its models (ddof 0),
-    ``climatology`` the training part's day-of-year mean (the reference to beat).
+    ``climatology`` the training part's day-of-year mean (the reference to beat; across sites
+    the mean seasonal cycle of all sites' training years). Several sites: ``train_sites`` (the
+    site of each training sample) and ``split.val_sites`` add a ``site`` column, rows then by
+    site and date.
     """
     import pandas as pd
 
     parts = []
     for part, days in (("train", split.train_days), ("eval", split.val_days)):
         p = np.asarray(preds[part])
-        parts.append(pd.DataFrame({
+        frame = pd.DataFrame({
             "date": np.asarray(days).astype("datetime64[D]").astype(str), "split": part,
             "observed": obs[part], "predicted": p.mean(axis=0), "predicted_sd": p.std(axis=0),
-            "climatology": clim[baselines.day_of_year(days)]}))
-    return pd.concat(parts).sort_values("date", kind="stable").reset_index(drop=True)
+            "climatology": clim[baselines.day_of_year(days)]})
+        if train_sites is not None:
+            frame.insert(0, "site", split.val_sites if part == "eval" else train_sites)
+        parts.append(frame)
+    keys = ["site", "date"] if train_sites is not None else "date"
+    return pd.concat(parts).sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def curve_panels(history: dict[str, list[float]] | None
@@ -228,6 +272,24 @@ def _f(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, int | float) and np.isfinite(v) else "n/a"
 
 
+SITES_TITLE = "Per site beside the baselines"
+SITES_NOTE = (
+    "Held out (`model_r2` and the baselines without `cv_`): the final models, trained on every "
+    "site's training years, on each site's own held-out years (`heldout_years`); the "
+    "climatology is the mean seasonal cycle of the training years of all sites, the linear "
+    "model is fitted on them too. CV (`cv_`): the best trial's R² for the site (with "
+    "--cv sites: when the whole site was held out) beside the baselines on the same folds "
+    "(with --cv sites the climatology is the other sites' mean seasonal cycle).")
+
+
+def _site_sentence(ds: Any, summary: dict[str, Any]) -> str:
+    below = summary["sites_below_zero_heldout"]
+    return (f" {len(ds.site_names)} sites ({ds.config.cv} CV): median held-out R² over sites "
+            f"{_f(summary['median_heldout_r2'])}, median CV R² {_f(summary['median_cv_r2'])}; "
+            + (f"held-out R² below 0 at {', '.join(below)}." if below else
+               "no site below 0 held out.") + " Per site below.")
+
+
 def _per_year(ds: Any, split: Any, ens: np.ndarray, obs: np.ndarray, held: dict
               ) -> list[dict[str, Any]]:
     """Ensemble and baselines per held-out season year (the skill table's second part)."""
@@ -244,23 +306,42 @@ def _per_year(ds: Any, split: Any, ens: np.ndarray, obs: np.ndarray, held: dict
     return out
 
 
-def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
+def _site_parts(split: Any) -> list[tuple[str, np.ndarray]]:
+    """(site, mask over the held-out samples) per site; one part ("", all) for one site.
+    Each site's days run on their own axis: sites share calendar dates."""
+    if split.val_sites is None:
+        return [("", np.ones(len(split.y_val), dtype=bool))]
+    return [(str(s), split.val_sites == s) for s in dict.fromkeys(split.val_sites.tolist())]
+
+
+def _figures(ctx: StudyContext, split, preds, obs, results, ylabel: str) -> list[Any]:
     import optuna.visualization as ov
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     days = split.val_days.astype("datetime64[D]").astype(str)
     ens = np.mean(preds["eval"], axis=0)
     lo, hi = np.min(preds["eval"], axis=0), np.max(preds["eval"], axis=0)
-    ts = go.Figure([
-        go.Scatter(x=days, y=hi, line={"width": 0}, showlegend=False, hoverinfo="skip"),
-        go.Scatter(x=days, y=lo, fill="tonexty", line={"width": 0}, name="ensemble range",
-                   fillcolor="rgba(31,119,180,0.25)"),
-        go.Scatter(x=days, y=ens, name="ensemble mean", line={"color": "#1f77b4"}),
-        go.Scatter(x=days, y=obs["eval"], name="observed", mode="markers",
-                   marker={"size": 4, "color": "black"}),
-    ])
+    parts = _site_parts(split)
+    ts = make_subplots(rows=len(parts), cols=1, subplot_titles=[s for s, _ in parts]
+                       if len(parts) > 1 else None)
+    for row, (_, m) in enumerate(parts, start=1):
+        first = row == 1
+        for trace in (
+            go.Scatter(x=days[m], y=hi[m], line={"width": 0}, showlegend=False,
+                       hoverinfo="skip"),
+            go.Scatter(x=days[m], y=lo[m], fill="tonexty", line={"width": 0},
+                       name="ensemble range", fillcolor="rgba(31,119,180,0.25)",
+                       showlegend=first),
+            go.Scatter(x=days[m], y=ens[m], name="ensemble mean", line={"color": "#1f77b4"},
+                       showlegend=first),
+            go.Scatter(x=days[m], y=obs["eval"][m], name="observed", mode="markers",
+                       marker={"size": 4, "color": "black"}, showlegend=first),
+        ):
+            ts.add_trace(trace, row=row, col=1)
+        ts.update_yaxes(title_text=ylabel, row=row, col=1)
     ts.update_layout(title="Held-out years: observed vs predicted daily daylight NEE",
-                     yaxis_title=nee_label(ctx))
+                     height=max(450, 300 * len(parts)))
     lim = [float(min(obs["eval"].min(), ens.min())), float(max(obs["eval"].max(), ens.max()))]
     sc = go.Figure([go.Scatter(x=obs["eval"], y=ens, mode="markers", name="held-out",
                                marker={"size": 4}),
@@ -297,13 +378,6 @@ def _figures(ctx: StudyContext, split, preds, obs, results) -> list[Any]:
     return figs
 
 
-def nee_label(ctx: StudyContext) -> str:
-    """The target's axis label in the units its samples hold (``SourceInfo.target_units``)."""
-    from dlfm_auto.data import load_daily
-
-    return f"NEE ({load_daily(ctx.spec.prep)[2].target_units})"
-
-
 def _write_pngs(folder: Path, split, preds, obs, results,
                 ylabel: str = "NEE (µmol m-2 s-1)") -> None:
     import matplotlib
@@ -313,14 +387,18 @@ def _write_pngs(folder: Path, split, preds, obs, results,
 
     days = split.val_days.astype("datetime64[D]")
     ens = np.mean(preds["eval"], axis=0)
-    fig, ax = plt.subplots(figsize=(11, 4))
-    ax.fill_between(days, np.min(preds["eval"], 0), np.max(preds["eval"], 0), alpha=0.3,
-                    label="ensemble range", step="mid")
-    ax.plot(days, ens, lw=1, label="ensemble mean")
-    ax.plot(days, obs["eval"], "k.", ms=2, label="observed")
-    ax.set_ylabel(ylabel)
-    ax.set_title("Held-out years: observed vs predicted")
-    ax.legend(loc="best")
+    lo, hi = np.min(preds["eval"], 0), np.max(preds["eval"], 0)
+    parts = _site_parts(split)
+    fig, axes = plt.subplots(len(parts), 1, figsize=(11, 4 if len(parts) == 1 else
+                                                    2.6 * len(parts)), squeeze=False)
+    for ax, (site, m) in zip(axes[:, 0], parts, strict=True):
+        ax.fill_between(days[m], lo[m], hi[m], alpha=0.3, label="ensemble range", step="mid")
+        ax.plot(days[m], ens[m], lw=1, label="ensemble mean")
+        ax.plot(days[m], obs["eval"][m], "k.", ms=2, label="observed")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{site}: held-out years" if site else
+                     "Held-out years: observed vs predicted")
+    axes[0, 0].legend(loc="best")
     fig.tight_layout()
     fig.savefig(folder / "timeseries.png", dpi=110)
     plt.close(fig)

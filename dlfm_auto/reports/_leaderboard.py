@@ -47,7 +47,13 @@ def board_name(site: str | None) -> str:
 
 
 def site_of(user_attrs: dict[str, Any]) -> str:
-    """A study's site: the file's ``# Site:`` line, else the data file name (as study names)."""
+    """A study's site: the file's ``# Site:`` line, else the data file name (as study names);
+    a multi-site study's sites joined by "+" (its CV R² is over all of them, not one's)."""
+    from dlfm_auto.study._spec import SPEC_ATTR
+
+    sites = (user_attrs.get(SPEC_ATTR) or {}).get("sites")
+    if sites:
+        return "+".join(sites)
     return str(user_attrs.get("site") or str(user_attrs.get("data_file", "?")).split(".")[0])
 
 

@@ -13,6 +13,9 @@ memory lives in the anomalies, not in the seasonal cycle. Intervals (95%) combin
 and seed uncertainty: a bootstrap that resamples the scored years with replacement and, for
 each drawn year, one seed's model (years are the sampling unit: days within a year are
 autocorrelated). With 3 folds these intervals are wide, honestly so.
+
+On a multi-site study the report is a memory atlas: one curve per site beside the pooled one
+(``reports/_atlas.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from optuna.trial import TrialState
 from dlfm_auto._errors import UserError
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
+from dlfm_auto.reports._atlas import ATLAS_NOTE, aggregate_sites, atlas_figures, site_label
 from dlfm_auto.reports._common import (
     REPORTS_DIR,
     check_writable,
@@ -120,6 +124,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
             raise UserError(f"study {study_name!r} is a {source.family} study, not {family}")
         family = source.family
         prep = check_data_file(source, data).prep
+        prep = _best_site_norm(storage_url, study_name, source, prep, params_source)
         if params_source == "best":
             params_source = study_name
     elif family is None or prep is None:
@@ -132,7 +137,7 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
             raise UserError(f"{family} sees only today's drivers: use a sequence family")
     lengths = tuple(sorted(set(lengths)))
     ds = prepare(prep.replace(sequence_length=max(lengths), match_length=max(lengths)))
-    site = ds.source.site
+    site = site_label(ds) if ds.multi_site else ds.source.site
     site_study = f"{family}-{site or ds.source.name.split('.')[0]}"
     params = resolve_params(params_source, family, storage_url, site_study)
     if not fam.sequence and "feed" in params and params["feed"] == "today":
@@ -163,8 +168,24 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
         raise UserError(f"{total - len(units)} memory units did not finish; run the same "
                         "command again to continue")
     rows = aggregate(units, lengths)
-    _write(dest, name, family, site, params, lengths, num_models, rows, ds)
+    site_rows = aggregate_sites(units, lengths, ds.site_names) if ds.multi_site else []
+    _write(dest, name, family, site, params, lengths, num_models, rows, ds, site_rows)
     return dest
+
+
+def _best_site_norm(storage_url: str, study_name: str, spec: Any, prep: PrepareConfig,
+                    params_source: str) -> PrepareConfig:
+    """A study that searched ``site_norm`` (several sites): the curve uses the best trial's
+    drawn value with its parameters, as the final report does."""
+    if not spec.search_site_norm or params_source not in ("best", study_name):
+        return prep
+    from dlfm_auto.study._create import load_study
+    from dlfm_auto.study._objective import drawn_site_norm
+    from dlfm_auto.study._progress import best_trial
+
+    best = best_trial(load_study(storage_url, study_name))
+    drawn = None if best is None else drawn_site_norm(spec, best.params)
+    return prep if drawn is None else prep.replace(site_norm=drawn)
 
 
 def bootstrap_ci(per_seed: list[list[float]], n_boot: int = 2000, level: float = 0.95,
@@ -206,13 +227,15 @@ def aggregate(units: list, lengths: tuple[int, ...]) -> list[dict[str, Any]]:
                 m, lo, hi = bootstrap_ci([[r[key] for r in rr] for rr in recs])
                 row.update({f"{key}_mean": m, f"{key}_ci_low": lo, f"{key}_ci_high": hi})
             row.update(n_models=len(mine), n_samples=int(sum(r["n"] for r in recs[0])),
-                       years=[r["year"] for r in recs[0]])
+                       years=[r["year"] for r in recs[0]],
+                       folds=[r.get("fold", r["year"]) for r in recs[0]])
             rows.append(row)
     return rows
 
 
 def _write(dest: Path, name: str, family: str, site: str | None, params: dict,
-           lengths: tuple[int, ...], num_models: int, rows: list[dict], ds: Any) -> None:
+           lengths: tuple[int, ...], num_models: int, rows: list[dict], ds: Any,
+           site_rows: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,25 +286,48 @@ def _write(dest: Path, name: str, family: str, site: str | None, params: dict,
                "baselines": {"cv": base["cv"],
                              "heldout": (base.get("heldout") or {}).get("baselines")},
                "days_per_month": months, "rows": rows}
+    folds = metrics["fold_years"]
+    if ds.multi_site:  # the memory atlas: one curve per site beside the pooled one
+        folds = [label for label, _ in ds.folds()]
+        metrics.update(sites=list(ds.site_names), cv_mode=ds.config.cv, folds=folds,
+                       site_rows=site_rows or [], site_baselines={
+                           b: {k: v["r2"] for k, v in per.items()}
+                           for b, per in (base.get("cv_sites") or {}).items()})
     bl = ", ".join(f"{k} {v['cv_r2']:.3f}" for k, v in sorted(base["cv"].items()))
     text = (f"{family} with fixed parameters, {num_models} seeds per length; all lengths use "
             f"the same {len(ds.y)} target days (matched at L={max(lengths)}). The curve is "
-            f"measured on the CV folds {', '.join(map(str, metrics['fold_years']))} of the "
+            f"measured on the CV folds {', '.join(map(str, folds))} of the "
             f"training years (epochs / rounds chosen on an inner training year); the held-out "
             f"years {', '.join(map(str, ds.eval_years))} are shown beside it and choose "
             f"nothing. Baselines on the same folds (CV R²): {bl}. 95% intervals: bootstrap "
             f"over the scored years and seeds together.")
+    atlas: list[str] = []
+    html_atlas: list[tuple[str, str]] = []
+    figs = [fig]
+    if ds.multi_site:
+        text += (f" Memory atlas over {len(ds.site_names)} sites ({ds.config.cv} CV): one "
+                 "curve per site (below) beside the pooled one.")
+        scols = ["site", *cols]
+        apfig, afig = atlas_figures(rows, site_rows or [], ds.site_names,
+                                    f"Memory atlas: {family}")
+        figs.insert(0, afig)
+        atlas = ["## Per site", "", ATLAS_NOTE, "", md_table(site_rows or [], scols), "",
+                 "![memory atlas](memory_atlas.png)", ""]
+        html_atlas = [("Per site", f"<p>{ATLAS_NOTE}</p>" + html_table(site_rows or [], scols))]
     mrows = [{"days": k, **v} for k, v in months.items()]
     mcols = ["days", *months["heldout"]]
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         pfig.savefig(tmp / "memory.png", dpi=110)
+        if ds.multi_site:
+            apfig.savefig(tmp / "memory_atlas.png", dpi=110)
+            plt.close(apfig)
         (tmp / "report.md").write_text("\n".join([
             f"# Memory report: {family} on {site}", "", text, "", md_table(rows, cols), "",
-            "## Days used per month", "", md_table(mrows, mcols), "",
+            *atlas, "## Days used per month", "", md_table(mrows, mcols), "",
             "![memory](memory.png)", ""]))
         (tmp / "index.html").write_text(html_page(
             f"Memory report: {family} on {site}",
             [("Summary", f"<p>{text}</p>"), ("Skill by L", html_table(rows, cols)),
-             ("Days used per month", html_table(mrows, mcols))], [fig]))
+             *html_atlas, ("Days used per month", html_table(mrows, mcols))], figs))
     plt.close(pfig)

@@ -22,7 +22,14 @@ from optuna.trial import TrialState
 
 from dlfm_auto.data import PrepareConfig, prepare
 from dlfm_auto.models import get_family
-from dlfm_auto.training import baselines, predict, r2_mse, train_many, train_split
+from dlfm_auto.training import (
+    baselines,
+    group_scores,
+    predict,
+    r2_mse,
+    train_many,
+    train_split,
+)
 from dlfm_auto.training._result import r2_from_sse
 
 MEMORY_ATTR = "dlfm_auto.memory"
@@ -48,11 +55,13 @@ class MemoryUnits:
 
     def to_attr(self) -> dict[str, Any]:
         """The JSON form stored in the study (keys as stored since the first memory study)."""
+        prep = {"data": self.prep.data, **self.prep.settings()}
+        if self.prep.site_info is not None:  # a path: settings() leaves it out (hashed apart)
+            prep["site_info"] = self.prep.site_info
         d = {"kind": "memory", "family": self.family, "params": self.params,
              "lengths": list(self.lengths), "num_models": self.num_models,
              "max_epochs": self.max_epochs, "patience": self.patience,
-             "prep": {"data": self.prep.data, **self.prep.settings()},
-             "data_sha256": self.data_sha256}
+             "prep": prep, "data_sha256": self.data_sha256}
         return json.loads(json.dumps(d, default=str))
 
     @classmethod
@@ -68,14 +77,18 @@ class MemoryUnits:
     def study_name(self, site: str | None) -> str:
         """``memory-FAMILY-SITE-HASH``: the same units (and only they) share a study."""
         # "v": 2 = units scored on CV folds with anomaly R² (issue 10); older units are not
-        # mixed in
-        blob = json.dumps({"p": self.params, "s": self.prep.settings(), "L": self.lengths,
-                           "e": self.max_epochs, "v": 2}, sort_keys=True, default=str)
+        # mixed in. Several sites: the files' combined hash too, so two site sets with the
+        # same settings never share units (one-site names stay as they were).
+        key = {"p": self.params, "s": self.prep.settings(), "L": self.lengths,
+               "e": self.max_epochs, "v": 2}
+        if self.prep.multi_site:
+            key["d"] = self.data_sha256
+        blob = json.dumps(key, sort_keys=True, default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
         return f"memory-{self.family}-{site or 'site'}-{digest}"
 
-    def with_data(self, data: str) -> MemoryUnits:
-        """The same units on a local copy of the data file (``worker --data``)."""
+    def with_data(self, data: str | tuple[str, ...]) -> MemoryUnits:
+        """The same units on a local copy of the data file(s) (``worker --data``)."""
         return dataclasses.replace(self, prep=self.prep.replace(data=data))
 
 
@@ -113,6 +126,11 @@ class MemoryObjective:
             chosen.append(int(res.best_epoch))
         trial.set_user_attr("cv_years", cv)
         trial.set_user_attr("best_epochs", chosen)
+        if ds.multi_site:  # per-site curves of the memory atlas
+            masks = [m for _, m in ds.folds()]
+            parts = [(s, predict(self.family, r.model, s.X_val), ds.season_year[m])
+                     for s, r, m in zip(splits, folds, masks, strict=True)]
+            _set_site_attrs(trial, "cv", parts)
         if ds.eval_years:
             ev = ds.eval_split()
             budget = (max(1, round(float(np.mean(chosen))) + 1)
@@ -130,6 +148,8 @@ class MemoryObjective:
                 m = sy == y
                 recs.append(_record(int(y), ev.y_val[m], pred[m], clim[m]))
             trial.set_user_attr("eval_years", recs)
+            if ds.multi_site:
+                _set_site_attrs(trial, "eval", [(ev, pred, sy)])
         return float(np.mean([r["r2"] for r in cv]))
 
 
@@ -144,12 +164,52 @@ def _record(year: int, obs: np.ndarray, pred: np.ndarray, clim: np.ndarray) -> d
 
 
 def _year_record(year: int, split: Any, mse: float) -> dict[str, Any]:
-    """One CV fold (a year): the fold model's MSE turned into R² and anomaly R²."""
+    """One CV fold (a year; with ``cv="sites"`` a site, ``year`` then its first year): the fold
+    model's MSE turned into R² and anomaly R²."""
     obs = np.asarray(split.y_val, dtype=np.float64)
     sst = float(np.sum((obs - obs.mean()) ** 2))
-    return {"year": int(year), "n": int(len(obs)), "mse": float(mse),
+    return {"year": int(year), "fold": split.name, "n": int(len(obs)), "mse": float(mse),
             "r2": r2_from_sse(mse * len(obs), sst),
             "anom_r2": baselines.anomaly_r2(mse, len(obs), baselines.anomaly_sst(split))}
+
+
+#: The sums a (site, season year) record keeps: enough for R² and anomaly R² of any set of
+#: such records pooled (a bootstrap of years needs no per-day data).
+SUM_KEYS = ("n", "sse", "sy", "syy", "sa", "saa")
+
+
+def site_year_sums(obs: np.ndarray, pred: np.ndarray, clim: np.ndarray, sites: np.ndarray,
+                   years: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """{site: [{year, n, sse, sy, syy, sa, saa}, ...]}: per (site, season year) the sums of
+    squared errors, of the observations and of the anomalies (observed minus ``clim``)."""
+    obs = np.asarray(obs, dtype=np.float64)
+    err = np.asarray(pred, dtype=np.float64) - obs
+    a = obs - np.asarray(clim, dtype=np.float64)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for site in sorted(set(sites.tolist())):
+        recs = []
+        for y in sorted(set(years[sites == site].tolist())):
+            m = (sites == site) & (years == y)
+            recs.append({"year": int(y), "n": int(m.sum()), "sse": float(np.sum(err[m] ** 2)),
+                         "sy": float(obs[m].sum()), "syy": float(np.sum(obs[m] ** 2)),
+                         "sa": float(a[m].sum()), "saa": float(np.sum(a[m] ** 2))})
+        out[str(site)] = recs
+    return out
+
+
+def _set_site_attrs(trial: optuna.Trial, part: str,
+                    parts: list[tuple[Any, np.ndarray, np.ndarray]]) -> None:
+    """Several sites: per site the R² of the validation predictions of ``parts`` (split,
+    prediction, season year per validation day) pooled (``training.group_scores``, as a
+    trial's ``site_r2``), and per (site, year) the sums the atlas bootstraps."""
+    obs = np.concatenate([s.y_val for s, _, _ in parts]).astype(np.float64)
+    pred = np.concatenate([p for _, p, _ in parts])
+    sites = np.concatenate([s.val_sites for s, _, _ in parts])
+    years = np.concatenate([y for _, _, y in parts])
+    clim = np.concatenate([baselines.climatology(s.train_days, s.y_train)[
+        baselines.day_of_year(s.val_days)] for s, _, _ in parts])
+    trial.set_user_attr(f"{part}_site_scores", group_scores(obs, pred, sites))
+    trial.set_user_attr(f"{part}_site_years", site_year_sums(obs, pred, clim, sites, years))
 
 
 def queue_units(study: optuna.Study, lengths: tuple[int, ...], num_models: int) -> int:

@@ -14,6 +14,10 @@ window interpolated), whether or not NEE was observed that day: gap-filling. The
 built by the same functions as the study's samples (``build_calendar``, ``fill_short_gaps``,
 ``windows``), so a day the study scored gets exactly the prediction the final report made.
 
+An ensemble of a multi-site study whose inputs depend on the site (static site features,
+per-site driver standardisation) keeps each site's features and driver statistics
+(``sites``) and predicts a file of one of those sites, known by its name.
+
 The file is a zlib-compressed pickle (tree models are Python objects): load only ensembles
 you wrote. A corrupt or foreign file is a one-line error.
 """
@@ -56,11 +60,16 @@ class Ensemble:
     climatology: np.ndarray | None = None  # (366,) by 0-based day of year, training part
     prep: dict[str, Any] = field(default_factory=dict)  # PrepareConfig settings (no data path)
     meta: dict[str, Any] = field(default_factory=dict)  # study, site, data file, years, ...
+    #: Several sites whose inputs depend on the site (static features, per-site driver
+    #: standardisation): per site {"static": [...], "mean": [...], "std": [...]} (see
+    #: :meth:`site_inputs`); empty otherwise.
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_training(cls, family: str, params: dict[str, Any], models: list[Any],
                       norm: Normalizer, prep: PrepareConfig, source: Any,
-                      climatology: np.ndarray | None, meta: dict[str, Any]) -> Ensemble:
+                      climatology: np.ndarray | None, meta: dict[str, Any],
+                      sites: dict[str, dict[str, Any]] | None = None) -> Ensemble:
         """An ensemble from the final report's models and the config that made their samples."""
         return cls(
             family=family, params=dict(params), models=list(models), norm=norm,
@@ -69,7 +78,7 @@ class Ensemble:
             doy=prep.doy, stats_window=prep.stats_window, lag_nee=prep.lag_nee,
             window_gap_days=prep.window_gap_days,
             climatology=None if climatology is None else np.asarray(climatology, np.float64),
-            prep=prep.settings(), meta=dict(meta),
+            prep=prep.settings(), meta=dict(meta), sites=dict(sites or {}),
         )
 
     # -- predicting ---------------------------------------------------------------------
@@ -83,12 +92,17 @@ class Ensemble:
         kw.update(target=self.target, columns=tuple(self.inputs))
         return PrepareConfig(data=str(path), **kw)
 
-    def features(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def features(self, table: pd.DataFrame, site: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(days, raw windows (n, L, f), observed NEE (NaN where none)) of every predictable day.
 
         ``table``: daily rows indexed by date, with the drivers (``inputs``) and, when present,
-        ``NEE`` (needed with ``lag_nee``) and ``SEASON_YEAR`` (not needed).
+        ``NEE`` (needed with ``lag_nee``) and ``SEASON_YEAR`` (not needed). ``site``: which of
+        a multi-site study's sites the table is, where its inputs depend on the site.
         """
+        from dlfm_auto.data._sites import STATIC_PREFIX
+
+        entry = self._site_entry(site)
         missing = [c for c in self.inputs if c not in table.columns]
         if missing:
             raise UserError(f"the daily table lacks the ensemble's driver(s) {', '.join(missing)}")
@@ -102,7 +116,8 @@ class Ensemble:
         cal = build_calendar(t, self.inputs, doy=self.doy, stats_window=self.stats_window,
                              lag_nee=self.lag_nee)
         names = list(cal.feature_names)
-        want = list(self.norm.feature_names)
+        # static site features come last, added below (they are not in a file)
+        want = [n for n in self.norm.feature_names if not n.startswith(STATIC_PREFIX)]
         cols = [names.index(n) for n in want]  # constant columns the study dropped stay out
         cal = dataclasses.replace(cal, features=cal.features[:, cols], feature_names=tuple(want))
         measured = np.isfinite(cal.features).all(axis=1)
@@ -111,7 +126,26 @@ class Ensemble:
         anyday = dataclasses.replace(cal, nee=np.zeros_like(cal.nee))
         targets = valid_targets(anyday, self.sequence_length, measured)
         X = windows(cal, self.sequence_length, targets)
+        if entry is not None:
+            X = _with_site_inputs(X, entry)
         return cal.days[targets], X, cal.nee[targets]
+
+    def _site_entry(self, site: str | None) -> dict[str, Any] | None:
+        """The site's stored inputs where the ensemble's inputs depend on the site (None:
+        they do not). Refuses an unknown site: its features or statistics are not stored."""
+        from dlfm_auto.data._sites import STATIC_PREFIX
+
+        static = any(n.startswith(STATIC_PREFIX) for n in self.norm.feature_names)
+        if not static and not self.prep.get("site_norm"):
+            return None
+        what = ("static site features (--site-info)" if static else
+                "per-site driver standardisation (--site-norm)")
+        if site not in self.sites:
+            known = ", ".join(self.sites) or "none stored (re-run `report final`)"
+            raise UserError(f"the ensemble of study {self.meta.get('study', '?')!r} uses {what}: "
+                            f"it predicts only for its own sites ({known}), not "
+                            f"{site or 'a table of unknown site'}")
+        return self.sites[site]
 
     def predict_windows(self, X: np.ndarray) -> np.ndarray:
         """Each model's NEE for raw windows ``X`` (n, L, f): shape (models, n)."""
@@ -121,14 +155,14 @@ class Ensemble:
         return np.stack([predict(self.family, m, Xn) for m in self.models]) if len(Xn) else \
             np.zeros((len(self.models), 0))
 
-    def predict(self, table: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, table: pd.DataFrame, site: str | None = None) -> pd.DataFrame:
         """Daily NEE for every day of ``table`` whose window of drivers is complete.
 
         Columns: ``date``, ``observed`` (NaN on days without NEE: the gaps filled),
         ``predicted`` (ensemble mean), ``predicted_sd`` (spread of the models, ddof 0),
         ``climatology`` (the training part's day-of-year mean).
         """
-        days, X, obs = self.features(table)
+        days, X, obs = self.features(table, site)
         p = self.predict_windows(X)
         out = pd.DataFrame({
             "date": pd.DatetimeIndex(days).strftime("%Y-%m-%d"),
@@ -173,7 +207,9 @@ class Ensemble:
                             f"models were trained on NEE in {self.target_units}: give a "
                             f"file of the same kind as {self.meta.get('data_file', 'its file')}")
         table, _, src = load_daily(self.read_config(path))
-        return self.predict(table)
+        from dlfm_auto.data._sites import site_name
+
+        return self.predict(table, site_name(src))
 
     # -- saving -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -244,13 +280,30 @@ class Ensemble:
             stats_window=d["stats_window"], lag_nee=d["lag_nee"],
             window_gap_days=d["window_gap_days"],
             climatology=None if clim is None else np.asarray(clim, np.float64),
-            prep=d.get("prep", {}), meta=d.get("meta", {}),
+            prep=d.get("prep", {}), meta=d.get("meta", {}), sites=d.get("sites", {}),
         )
 
 
 #: The PrepareConfig settings that shape a daily table (plus the window settings predictions
 #: rebuild themselves); ``match_length`` and the split settings do not apply to predictions.
 _DAILY_KEYS = (*PrepareConfig.DAILY_FIELDS, "window_gap_days")
+
+
+def _with_site_inputs(X: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
+    """Raw windows of one site as the study built them (``data/_sites.py``): drivers scaled by
+    the site's own training-year statistics (where stored), then its static features."""
+    X = np.asarray(X, dtype=np.float64)
+    if entry.get("mean") is not None:
+        mu = np.array([np.nan if m is None else m for m in entry["mean"]], dtype=np.float64)
+        sd = np.array([1.0 if v is None else v for v in entry["std"]], dtype=np.float64)
+        j = np.isfinite(mu)
+        X = X.copy()
+        X[:, :, j] = (X[:, :, j] - mu[j]) / sd[j]
+    X = X.astype(np.float32)
+    static = np.asarray(entry.get("static") or [], dtype=np.float32)
+    if static.size:
+        X = np.concatenate([X, np.broadcast_to(static, (*X.shape[:2], static.size))], axis=2)
+    return X
 
 
 def _model_payload(model: Any) -> dict[str, Any]:
