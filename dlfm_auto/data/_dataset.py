@@ -77,6 +77,10 @@ class Dataset:
     reports: tuple[FilterReport, ...] = ()  # per site
     site_eval_years: dict[str, tuple[int, ...]] = field(default_factory=dict)
     heldout_mask: np.ndarray | None = None  # (n,) bool: each site's own held-out years
+    #: Per site, what its inputs depend on: ``static`` features (``site_info``) and, with
+    #: ``site_norm``, the ``mean``/``std`` its inputs were scaled by (None: not scaled).
+    #: Empty when no input depends on the site. Saved ensembles keep it (``predict``).
+    site_inputs: dict[str, dict] = field(default_factory=dict)
 
     @property
     def multi_site(self) -> bool:

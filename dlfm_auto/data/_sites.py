@@ -163,16 +163,35 @@ def _check_kinds(parts: list[Dataset]) -> None:
             "not the same quantity; give files of one kind")
 
 
-def _site_scaled(d: Dataset, X: np.ndarray) -> np.ndarray:
-    """``X`` with the site's drivers standardised by its own training-year statistics."""
+def site_driver_stats(d: Dataset) -> tuple[list[float | None], list[float | None]]:
+    """A one-site dataset's own training-year mean and sd of each input (None: not scaled).
+
+    Over the last day of each training window (each training day once); held-out years and
+    NEE are never used. ``site_norm`` scales by these, and saved ensembles keep them to scale
+    a new file of the site the same way.
+    """
     train = ~d.heldout
-    X = X.copy()
+    means: list[float | None] = []
+    sds: list[float | None] = []
     for j, name in enumerate(d.feature_names):
         if name in _NOT_SCALED:
+            means.append(None)
+            sds.append(None)
             continue
-        col = d.X[train, -1, j].astype(np.float64)  # each training day once
-        mu, sd = float(col.mean()), float(col.std())
-        X[:, :, j] = (X[:, :, j] - mu) / (sd if sd > 0 else 1.0)
+        col = d.X[train, -1, j].astype(np.float64)
+        sd = float(col.std())
+        means.append(float(col.mean()))
+        sds.append(sd if sd > 0 else 1.0)
+    return means, sds
+
+
+def scale_by_site(X: np.ndarray, means: list[float | None], sds: list[float | None]
+                  ) -> np.ndarray:
+    """``X`` (n, L, f) with each scaled input standardised by its site's statistics."""
+    X = np.array(X, dtype=np.float32, copy=True)
+    for j, (mu, sd) in enumerate(zip(means, sds, strict=True)):
+        if mu is not None:
+            X[:, :, j] = (X[:, :, j] - mu) / sd
     return X
 
 
@@ -194,12 +213,20 @@ def prepare_sites(cfg: PrepareConfig, one: Callable[[PrepareConfig], Dataset]) -
     names = _check_sites(parts)
     info = read_site_info(cfg.site_info, names) if cfg.site_info else None
     Xs = []
+    site_inputs: dict[str, dict] = {}
     for d in parts:
-        X = _site_scaled(d, d.X) if cfg.site_norm else d.X
+        X = d.X
+        entry: dict = {}
+        if cfg.site_norm:
+            entry["mean"], entry["std"] = site_driver_stats(d)
+            X = scale_by_site(X, entry["mean"], entry["std"])
         if info is not None:
-            static = np.broadcast_to(info.values[site_name(d.source)].astype(np.float32),
-                                     (*X.shape[:2], len(info.names)))
+            values = info.values[site_name(d.source)]
+            entry["static"] = [float(v) for v in values]
+            static = np.broadcast_to(values.astype(np.float32), (*X.shape[:2], len(values)))
             X = np.concatenate([X, static], axis=2)
+        if entry:
+            site_inputs[site_name(d.source)] = entry
         Xs.append(np.ascontiguousarray(X, dtype=np.float32))
         messages += [f"{site_name(d.source)}: {m}" for m in d.messages]
     srcs = tuple(d.source for d in parts)
@@ -226,6 +253,7 @@ def prepare_sites(cfg: PrepareConfig, one: Callable[[PrepareConfig], Dataset]) -
         messages=messages, site=site, site_names=names, sources=srcs,
         reports=tuple(d.report for d in parts),
         site_eval_years={n: d.eval_years for n, d in zip(names, parts, strict=True)},
+        site_inputs=site_inputs,
         heldout_mask=heldout,
     )
     ds.eval_years = tuple(sorted({y for d in parts for y in d.eval_years}))

@@ -36,7 +36,6 @@ from dlfm_auto.reports._sites import (
     site_columns,
     site_display,
     site_figure,
-    site_inputs,
     site_rows,
     site_summary,
     write_site_png,
@@ -166,7 +165,7 @@ def final_report(storage_url: str, study_name: str, *, num_models: int = 5,
             "data_sha256": ctx.spec.data_sha256, "best_trial": ctx.best.number,
             "train_years": [int(y) for y in ds.train_years], "eval_years": list(split.val_years),
             "cv_r2": ctx.best.value, "heldout_r2": skill(obs["eval"], ens_eval)["r2"]},
-        sites=site_inputs(ds))
+        sites=ds.site_inputs)
     with report_folder(dest) as tmp:
         write_json(tmp / "metrics.json", metrics)
         ensemble.save(tmp / ENSEMBLE_FILE)

@@ -62,40 +62,6 @@ def site_columns(rows: list[dict[str, Any]]) -> list[str]:
     return cols
 
 
-def site_inputs(ds: Any) -> dict[str, dict[str, Any]]:
-    """Per site, what a saved ensemble needs to rebuild the site-dependent inputs of one
-    site's file (``Ensemble.sites``): its static features (``--site-info``) and, with
-    ``--site-norm``, the site's own training-year mean and sd of each scaled input, computed
-    as ``data/_sites.py`` scaled them (the last day of each training window, once per day).
-    Empty when the inputs do not depend on the site."""
-    from dlfm_auto.data import prepare
-    from dlfm_auto.data._sites import _NOT_SCALED, STATIC_PREFIX
-
-    if not ds.multi_site:
-        return {}
-    names = ds.feature_names
-    static = [j for j, n in enumerate(names) if n.startswith(STATIC_PREFIX)]
-    if not static and not ds.config.site_norm:
-        return {}
-    raw = prepare(ds.config.replace(site_norm=False)) if ds.config.site_norm else None
-    if raw is not None and len(raw.y) != len(ds.y):
-        raise RuntimeError("site_norm changed the samples: cannot store per-site statistics")
-    out: dict[str, dict[str, Any]] = {}
-    for i, site in enumerate(ds.site_names):
-        rows = ds.site == i
-        entry: dict[str, Any] = {"static": [float(v) for v in ds.X[rows][0, -1, static]]}
-        if raw is not None:  # static features come last and are never scaled
-            base = names[: len(names) - len(static)]
-            col = raw.X[rows & ~ds.heldout, -1, : len(base)].astype(np.float64)
-            mu, sd = col.mean(axis=0), col.std(axis=0)
-            keep = [n not in _NOT_SCALED for n in base]
-            entry["mean"] = [float(m) if k else None for m, k in zip(mu, keep, strict=True)]
-            entry["std"] = [float(v if v > 0 else 1.0) if k else None
-                            for v, k in zip(sd, keep, strict=True)]
-        out[site] = entry
-    return out
-
-
 def site_display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows for the Markdown/HTML tables: "n/a" where a site has no score (with
     ``cv="years"``, a site whose days fall in no fold year; metrics.json keeps null)."""

@@ -292,14 +292,11 @@ _DAILY_KEYS = (*PrepareConfig.DAILY_FIELDS, "window_gap_days")
 def _with_site_inputs(X: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     """Raw windows of one site as the study built them (``data/_sites.py``): drivers scaled by
     the site's own training-year statistics (where stored), then its static features."""
-    X = np.asarray(X, dtype=np.float64)
+    from dlfm_auto.data._sites import scale_by_site
+
+    X = np.asarray(X, dtype=np.float32)
     if entry.get("mean") is not None:
-        mu = np.array([np.nan if m is None else m for m in entry["mean"]], dtype=np.float64)
-        sd = np.array([1.0 if v is None else v for v in entry["std"]], dtype=np.float64)
-        j = np.isfinite(mu)
-        X = X.copy()
-        X[:, :, j] = (X[:, :, j] - mu[j]) / sd[j]
-    X = X.astype(np.float32)
+        X = scale_by_site(X, entry["mean"], entry["std"])
     static = np.asarray(entry.get("static") or [], dtype=np.float32)
     if static.size:
         X = np.concatenate([X, np.broadcast_to(static, (*X.shape[:2], static.size))], axis=2)
