@@ -280,3 +280,30 @@ def test_dashboard_refuses_a_busy_or_invalid_port_before_printing(site, capsys, 
     err = captured.err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert ("cannot listen on" if port == "busy" else "invalid port=") in err
+
+
+def test_memory_report_with_another_num_models_reuses_its_units(site, tmp_path, capsys):
+    """--num-models 1, then 2 (only the new seed trains), then 1 again (nothing trains): the
+    seed used to be a choice list of num_models, and another count crashed in Optuna."""
+    from dlfm_auto.study._memory_units import MEMORY_ATTR
+
+    out = tmp_path / "reports"
+    args = ["report", "memory", "--study-name", "tiny", "--sequence-lengths", "1,2",
+            "--max-epochs", "2", "--storage", site["url"], "--out", str(out)]
+
+    def units() -> list:
+        s = optuna.get_all_study_summaries(site["url"])
+        name = next(x.study_name for x in s if x.study_name.startswith("memory-"))
+        study = optuna.load_study(study_name=name, storage=site["url"])
+        assert MEMORY_ATTR in study.user_attrs
+        return [(t.params["sequence_length"], t.params["seed"]) for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE]
+
+    assert main([*args, "--num-models", "1"]) == 0
+    assert sorted(units()) == [(1, 0), (2, 0)]
+    assert main([*args, "--num-models", "2"]) == 0
+    assert sorted(units()) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert main([*args, "--num-models", "1"]) == 0, capsys.readouterr().err
+    assert len(units()) == 4  # nothing new trained
+    m = json.loads((out / "tiny" / "memory" / "metrics.json").read_text())
+    assert m["num_models"] == 1

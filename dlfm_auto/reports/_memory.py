@@ -163,7 +163,9 @@ def memory_report(storage_url: str, family: str | None, prep: PrepareConfig | No
     with ProgressPoller(storage, name, total, enabled=sys.stderr.isatty()):
         run_workers(WorkerOptions(storage_url=storage_url, study_name=name), n_jobs, None,
                     storage=storage)
-    units = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    # the asked seeds only: the study may hold more from an earlier, larger --num-models
+    units = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.params.get("seed", 0) < num_models and t.params.get("sequence_length") in lengths]
     if len(units) < total:
         raise UserError(f"{total - len(units)} memory units did not finish; run the same "
                         "command again to continue")

@@ -33,6 +33,8 @@ from dlfm_auto.training import (
 from dlfm_auto.training._result import r2_from_sse
 
 MEMORY_ATTR = "dlfm_auto.memory"
+#: Seeds a memory study can hold per length (``--num-models`` may grow up to this).
+MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,12 @@ class MemoryUnits:
 
     def study_name(self, site: str | None) -> str:
         """``memory-FAMILY-SITE-HASH``: the same units (and only they) share a study."""
-        # "v": 2 = units scored on CV folds with anomaly R² (issue 10); older units are not
-        # mixed in. Several sites: the files' combined hash too, so two site sets with the
+        # "v": 2 = units scored on CV folds with anomaly R² (issue 10); 3 = seed drawn from
+        # one fixed range (was a choice list of num_models: another --num-models crashed).
+        # Older units are not mixed in. Several sites: the files' combined hash too, so two site sets with the
         # same settings never share units (one-site names stay as they were).
         key = {"p": self.params, "s": self.prep.settings(), "L": self.lengths,
-               "e": self.max_epochs, "v": 2}
+               "e": self.max_epochs, "v": 3}
         if self.prep.multi_site:
             key["d"] = self.data_sha256
         blob = json.dumps(key, sort_keys=True, default=str)
@@ -110,7 +113,8 @@ class MemoryObjective:
         u = self.units
         lengths = u.lengths
         L = trial.suggest_categorical("sequence_length", list(lengths))
-        seed = trial.suggest_categorical("seed", list(range(u.num_models)))
+        # one fixed range: a later run with more (or fewer) seeds reuses the same study
+        seed = trial.suggest_int("seed", 0, MAX_SEEDS - 1)
         ds = prepare(self.prep.replace(sequence_length=L, match_length=max(lengths)))
         params = u.params
         # The family's own budget (epochs, or every boosting round / tree), capped only by
