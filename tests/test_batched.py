@@ -146,7 +146,7 @@ def test_kernel_epoch_equals_autograd(cell: int, opt: str) -> None:
     loss = np.zeros(2, dtype=np.float32)
     kern.train_epoch(cell, X.numpy(), y.numpy(), perm, np.array([0, n, 2 * n]),
                      np.array([0, 1]), bs, *ws, code, lr, wd, 0.9, 0.999, 1e-8, state,
-                     np.zeros(2, dtype=np.int64), np.zeros((1, 1, 0, T, H, bs), np.float32),
+                     np.zeros(2, dtype=np.int64), np.zeros((1, 1, 0, H, T, bs), np.float32),
                      False, loss)
     for k, (core, head) in enumerate(mods):
         params = list(core.parameters()) + list(head.parameters())
