@@ -8,7 +8,9 @@ that load from other processes hits all alike:
 
 - the DLFM-style loop of ``bench_training.py`` (DataLoader, three evaluation passes);
 - per-fold ``cross_validate`` as before issue 13 (``DLFM_AUTO_BATCHED=off``: torch autograd
-  around the per-layer numba LSTM kernel, torch optimiser);
+  around the per-layer numba LSTM kernel, torch optimiser). That kernel is today's, so it
+  has the (features, T, B) layout and GEMM-per-sequence projections too: this leg is faster
+  than the code of issue 13's filing, and the ratio against it is a conservative one;
 - ``cross_validate`` now: the three folds as one batched model, one numba call per epoch.
 
 Both ``cross_validate`` runs train the whole budget (patience larger than it), with the
