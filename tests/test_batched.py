@@ -111,12 +111,14 @@ def test_batched_matches_torch_reference() -> None:
             del os.environ["DLFM_AUTO_BATCHED"]
 
 
-@pytest.mark.parametrize("cell,opt", [(kern.LSTM, "sgd"), (kern.LSTM, "adamw"),
-                                      (kern.RNN, "adam")])
-def test_kernel_epoch_equals_autograd(cell: int, opt: str) -> None:
+@pytest.mark.parametrize("cell,opt,T", [(kern.LSTM, "sgd", 5), (kern.LSTM, "adamw", 5),
+                                        (kern.RNN, "adam", 5), (kern.LSTM, "adam", 1),
+                                        (kern.RNN, "sgd", 1)])
+def test_kernel_epoch_equals_autograd(cell: int, opt: str, T: int) -> None:
     """One epoch (3 batches, the last one short) of ``train_epoch`` against nn.LSTM/nn.RNN
-    with autograd and torch.optim, for two members with different weights."""
-    T, F, H, nl, bs, n = 5, 3, 4, 2, 8, 20
+    with autograd and torch.optim, for two members with different weights; T = 1 (the
+    memory report's L = 1) has no recurrent product at all."""
+    F, H, nl, bs, n = 3, 4, 2, 8, 20
     torch.manual_seed(0)
     X = torch.randn(2 * n, T, F)
     y = torch.randn(2 * n)
@@ -146,7 +148,7 @@ def test_kernel_epoch_equals_autograd(cell: int, opt: str) -> None:
     loss = np.zeros(2, dtype=np.float32)
     kern.train_epoch(cell, X.numpy(), y.numpy(), perm, np.array([0, n, 2 * n]),
                      np.array([0, 1]), bs, *ws, code, lr, wd, 0.9, 0.999, 1e-8, state,
-                     np.zeros(2, dtype=np.int64), np.zeros((1, 1, 0, T, H, bs), np.float32),
+                     np.zeros(2, dtype=np.int64), np.zeros((1, 1, 0, H, T, bs), np.float32),
                      False, loss)
     for k, (core, head) in enumerate(mods):
         params = list(core.parameters()) + list(head.parameters())

@@ -2,11 +2,12 @@
 
 Why: for a DLFM-sized LSTM (hidden 8, 2 layers, 30 days, batch 64) torch's CPU LSTM (oneDNN)
 spends most of its ~1.8 ms per training step on per-step dispatch and reorders, not arithmetic
-(a step is ~10 MFLOP). Here each layer's forward and backward is one compiled numba call: per
-time step one small BLAS matmul (scipy's, single-threaded) on the stacked [x_t; h_t-1] and
-vectorised gate loops over a batch-innermost layout, and the weight gradient is one matmul
-over all steps. ~0.66 ms a step (2.6x); ~3.3x per fold-epoch with the trainer's other savings
-against the DLFM loop (``bench/bench_training.py``).
+(a step is ~10 MFLOP). Here each layer's forward and backward is one compiled numba call over
+a batch-innermost layout: the input projection of all steps, the weight gradients and the
+input gradient are one BLAS GEMM each (scipy's, single-threaded), per time step only the
+recurrent product and vectorised gate loops remain. ~0.25 ms for the recurrence of a step
+(forward + backward, both layers); the batched trainer (``_batched_cpu``) runs these same
+kernels for whole epochs.
 
 It computes exactly what ``nn.LSTM`` computes (same gates, same weights, zero initial state,
 dropout between layers in training mode), so the module, its state dict, saved artifacts and
@@ -27,7 +28,14 @@ from torch import nn
 
 try:  # numba is a dependency, but the model must still run (on oneDNN) without it
     import numba
-except ImportError:  # pragma: no cover - exercised only on installs without numba
+    from numba import types as _nbtypes
+    from numba.np.linalg import _BLAS
+
+    # numba's own BLAS entry (scipy's sgemm, the one np.dot calls), reached by symbol name so
+    # cached machine code stays valid across processes; unlike np.dot it takes leading
+    # dimensions, so strided views (one time step of a (features, T, B) array) need no copy.
+    _xxgemm = _BLAS().numba_xxgemm(_nbtypes.float32)
+except (ImportError, AttributeError):  # pragma: no cover - installs without numba/scipy
     numba = None
 
 #: Above this hidden size oneDNN's blocked kernels win (the recurrent matmul dominates).
@@ -77,55 +85,64 @@ def lstm_last_step(core: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
 class _LSTMStack(torch.autograd.Function):
     """Every layer of an LSTM over the whole sequence, as one autograd node.
 
-    Forward and backward are one numba call per layer (per step: one small BLAS matmul on the
-    stacked [x_t; h_t-1] plus vectorised gate loops) and nothing else: one node instead of a
-    chain of permutes, slices and per-layer nodes, whose bookkeeping cost as much as the
-    arithmetic at these sizes. Layout inside is (T, features, B): the batch is the innermost,
-    contiguous axis, so every loop runs over 64 contiguous floats whatever the hidden size.
+    Forward and backward are one numba call per layer (see the layout note above
+    :func:`_forward`) and nothing else: one node instead of a chain of permutes, slices and
+    per-layer nodes, whose bookkeeping cost as much as the arithmetic at these sizes. Layout
+    inside is (features, T, B): the batch is the innermost, contiguous axis, so every loop
+    runs over B contiguous floats whatever the hidden size.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float, *params: torch.Tensor) -> torch.Tensor:
-        h = x.detach().permute(1, 2, 0).contiguous().numpy()
-        T, _, B = h.shape
+        h = x.detach().permute(2, 1, 0).contiguous().numpy()
+        _, T, B = h.shape
         saved = []
         for layer in range(len(params) // 4):
             w_ih, w_hh, b_ih, b_hh = (t.detach() for t in params[4 * layer: 4 * layer + 4])
             mask = None
             if layer and p > 0:  # nn.LSTM's dropout on the outputs of every layer but the last
-                mask = torch.empty(h.shape).bernoulli_(1.0 - p).div_(1.0 - p).numpy()
+                # drawn over (T, H, B) as before the layout change: the same masks per seed
+                mask = np.ascontiguousarray(torch.empty((T, h.shape[0], B)).bernoulli_(
+                    1.0 - p).div_(1.0 - p).numpy().transpose(1, 0, 2))
                 h = h * mask
             H = w_hh.shape[1]
-            w = torch.cat([w_ih, w_hh], 1).numpy()  # (4H, F + H): one matmul per step
-            out = np.empty((T, H, B), dtype=np.float32)
-            gates = np.empty((T, 4 * H, B), dtype=np.float32)
-            cell = np.empty((T, H, B), dtype=np.float32)
-            _forward(h, w, (b_ih + b_hh).numpy(), out, gates, cell)
-            saved.append((h, w, out, gates, cell, mask))
+            w = torch.cat([w_ih, w_hh], 1).numpy()  # (4H, F + H) = [w_ih | w_hh]
+            out = np.empty((H, T, B), dtype=np.float32)
+            gates = np.empty((4 * H, T, B), dtype=np.float32)
+            cell = np.empty((H, T, B), dtype=np.float32)
+            tcell = np.empty((H, T, B), dtype=np.float32)
+            _forward(h, w, (b_ih + b_hh).numpy(), out, gates, cell, tcell)
+            saved.append((h, w, out, gates, cell, tcell, mask))
             h = out
         ctx.saved = saved
-        return torch.from_numpy(np.ascontiguousarray(h[-1].T))
+        return torch.from_numpy(np.ascontiguousarray(h[:, -1].T))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved
-        T, H, B = saved[-1][2].shape
-        dout = np.zeros((T, H, B), dtype=np.float32)
-        dout[-1] = grad.detach().numpy().T
+        H, T, B = saved[-1][2].shape
+        dout = np.empty((H, T, B), dtype=np.float32)
+        dout[:, -1] = grad.detach().numpy().T
         grads: list[torch.Tensor] = []
-        for h, w, out, gates, cell, mask in reversed(saved):
-            F = h.shape[1]
+        top = True
+        need_input = ctx.needs_input_grad[0]
+        for layer in range(len(saved) - 1, -1, -1):
+            h, w, out, gates, cell, tcell, mask = saved[layer]
+            F = h.shape[0]
             dx = np.empty(h.shape, dtype=np.float32)
             dw = np.empty(w.shape, dtype=np.float32)
             db = np.empty(w.shape[0], dtype=np.float32)
-            _backward(h, w, out, gates, cell, dout, dx, dw, db)
+            dc = np.empty((out.shape[0], B), dtype=np.float32)
+            _backward(h, w, out, cell, tcell, gates, dout, top, layer > 0 or need_input, dx,
+                      dw, db, dc)
+            top = False
             dbt = torch.from_numpy(db)  # both biases get it; separate tensors (optimisers and
             # weight decay update gradients in place)
             grads = [torch.from_numpy(dw[:, :F]), torch.from_numpy(dw[:, F:]), dbt,
                      dbt.clone()] + grads
             dout = dx * mask if mask is not None else dx
         ctx.saved = None
-        dxt = torch.from_numpy(dout).permute(2, 0, 1) if ctx.needs_input_grad[0] else None
+        dxt = torch.from_numpy(dout).permute(2, 1, 0) if need_input else None
         return (dxt, None, *grads)
 
 
@@ -137,146 +154,190 @@ def _njit(fn: Any) -> Any:
     return numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")(fn)
 
 
+def _njit_inline(fn: Any) -> Any:
+    """A scalar helper inlined into the caller's loop (numba IR inlining), so that the loop
+    around it still vectorises."""
+    if numba is None:
+        return fn
+    return numba.njit(inline="always", fastmath=True, error_model="numpy")(fn)
+
+
+_GEMM_SCALARS = np.array([0.0, 1.0], dtype=np.float32)  # beta = 0 / 1, alpha = 1
+
+
+@_njit
+def _gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool, ta: bool,
+          tb: bool) -> None:
+    """c = op(a) @ op(b) (+ c if ``accumulate``) on row-major 2-d float32 views whose rows
+    are contiguous (any row stride); op transposes when ``ta``/``tb``."""
+    M, N = c.shape
+    K = a.shape[0] if ta else a.shape[1]
+    # BLAS is column-major: c^T = op(b)^T op(a)^T, each row-major view read as its transpose
+    _xxgemm(115, 116 if tb else 110, 116 if ta else 110, N, M, K, _GEMM_SCALARS[1:].ctypes,
+            b.ctypes, b.strides[0] // 4, a.ctypes, a.strides[0] // 4,
+            _GEMM_SCALARS[1:].ctypes if accumulate else _GEMM_SCALARS.ctypes, c.ctypes,
+            c.strides[0] // 4)
+
+
 # Rational approximation of tanh on [-7.9053, 7.9053] (Eigen's float tanh; max abs error
 # 3.3e-7 against float64 tanh, checked in tests). Unlike math.exp/tanh calls it vectorises:
 # the gate non-linearities are most of a small LSTM's forward cost. The coefficients are
-# literals in the loop because numba does not vectorise loops that index a global tuple.
+# literals because numba does not vectorise loops that index a global tuple.
+
+
+@_njit_inline
+def _th(v: float) -> float:
+    """tanh of one float32 (inlined into vectorised loops)."""
+    v = v if v < np.float32(7.90531110763549805) else np.float32(7.90531110763549805)
+    v = v if v > np.float32(-7.90531110763549805) else np.float32(-7.90531110763549805)
+    v2 = v * v
+    p = v2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = p * v2 + np.float32(-8.60467152213735e-11)
+    p = p * v2 + np.float32(5.12229709037114e-08)
+    p = p * v2 + np.float32(1.48572235717979e-05)
+    p = p * v2 + np.float32(6.37261928875436e-04)
+    p = p * v2 + np.float32(4.89352455891786e-03)
+    q = v2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = q * v2 + np.float32(2.26843463243900e-03)
+    q = q * v2 + np.float32(4.89352518554385e-03)
+    return v * p / q
 
 
 @_njit
 def _tanh(x: np.ndarray, out: np.ndarray) -> None:
-    """out = tanh(x) elementwise (float32, 1-d). Pass a separate ``out``: in place, LLVM's
-    overlap check sends the loop down its scalar path."""
+    """out = tanh(x) elementwise (float32, 1-d)."""
     for n in range(x.size):
-        v = x[n]
-        v = v if v < np.float32(7.90531110763549805) else np.float32(7.90531110763549805)
-        v = v if v > np.float32(-7.90531110763549805) else np.float32(-7.90531110763549805)
-        v2 = v * v
-        p = v2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-        p = p * v2 + np.float32(-8.60467152213735e-11)
-        p = p * v2 + np.float32(5.12229709037114e-08)
-        p = p * v2 + np.float32(1.48572235717979e-05)
-        p = p * v2 + np.float32(6.37261928875436e-04)
-        p = p * v2 + np.float32(4.89352455891786e-03)
-        q = v2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-        q = q * v2 + np.float32(2.26843463243900e-03)
-        q = q * v2 + np.float32(4.89352518554385e-03)
-        out[n] = v * p / q
+        out[n] = _th(x[n])
+
+
+# Layout of the recurrences below: (features, T, B), batch innermost. One time step of a
+# layer is then a (features x B) view with row stride T*B, which the GEMM reads in place, and
+# the whole sequence is one (features x T*B) matrix: the input projection of every step is one
+# GEMM before the recurrence, and the weight gradients and the input gradient are one GEMM
+# each after it; per step only the recurrent (G x H) @ (H x B) product and the gate loops
+# remain. Every loop runs over one contiguous row of B floats.
 
 
 @_njit
 def _forward(x: np.ndarray, w: np.ndarray, bias: np.ndarray, out: np.ndarray,
-             gates: np.ndarray, cell: np.ndarray) -> None:
-    """Recurrence. x (T, F, B); w = [w_ih | w_hh] (4H, F + H); bias (4H,). Writes h (T, H, B),
-    the activated gates (T, 4H, B: i, f, g, o as in nn.LSTM) and the cell state (T, H, B).
+             gates: np.ndarray, cell: np.ndarray, tcell: np.ndarray) -> None:
+    """LSTM recurrence. x (F, T, B); w = [w_ih | w_hh] (4H, F + H); bias (4H,) = b_ih + b_hh.
 
-    Loops run over flat (feature x batch) blocks: gate k of unit j for sample b sits at
-    k*H*B + j*B + b, so each gate is one contiguous run and every loop vectorises.
+    Writes h (H, T, B), the activated gates (4H, T, B: i, f, g, o as in nn.LSTM), the cell
+    state c and tanh(c) (H, T, B each; the backward pass reads tanh(c) instead of recomputing
+    it).
     """
-    T, F, B = x.shape
+    F, T, B = x.shape
     G = w.shape[0]
     H = G // 4
-    HB = H * B
-    gf, cf, of = gates.reshape(T, G * B), cell.reshape(T, HB), out.reshape(T, HB)
-    inp = np.zeros((F + H, B), dtype=np.float32)  # [x_t; h_t-1]
-    rec = np.empty((G, B), dtype=np.float32)
-    recf = rec.reshape(G * B)
+    _gemm(w[:, :F], x.reshape(F, T * B), gates.reshape(G, T * B), False, False, False)
     half = np.float32(0.5)
     for t in range(T):
-        inp[:F] = x[t]
         if t > 0:
-            inp[F:] = out[t - 1]
-        np.dot(w, inp, rec)  # BLAS sgemm (4H x (F+H)) @ ((F+H) x B)
+            _gemm(w[:, F:], out[:, t - 1], gates[:, t], True, False, False)
         for j in range(G):
-            # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 for the i, f and o gates
-            s = half if (j < 2 * H or j >= 3 * H) else np.float32(1.0)
             bj = bias[j]
-            r = rec[j]
-            for b in range(B):
-                r[b] = (r[b] + bj) * s
-        z = gf[t]
-        _tanh(recf, z)
-        for n in range(2 * HB):
-            z[n] = half * z[n] + half
-        for n in range(3 * HB, 4 * HB):
-            z[n] = half * z[n] + half
-        c = cf[t]
-        if t > 0:
-            cp = cf[t - 1]
-            for n in range(HB):
-                c[n] = z[n] * z[2 * HB + n] + z[HB + n] * cp[n]
+            r = gates[j, t]
+            if 2 * H <= j < 3 * H:
+                for b in range(B):
+                    r[b] = _th(r[b] + bj)
+            else:  # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 for the i, f and o gates
+                for b in range(B):
+                    r[b] = half * _th(half * (r[b] + bj)) + half
+        # t = 0 apart: a branch inside the unit loop keeps LLVM from vectorising it
+        if t == 0:
+            for u in range(H):
+                gi, gg, go = gates[u, 0], gates[2 * H + u, 0], gates[3 * H + u, 0]
+                c, tc, h = cell[u, 0], tcell[u, 0], out[u, 0]
+                for b in range(B):
+                    c[b] = gi[b] * gg[b]
+                for b in range(B):
+                    v = _th(c[b])
+                    tc[b] = v
+                    h[b] = go[b] * v
         else:
-            for n in range(HB):
-                c[n] = z[n] * z[2 * HB + n]
-        h = of[t]
-        _tanh(c, h)
-        for n in range(HB):
-            h[n] *= z[3 * HB + n]
+            for u in range(H):
+                gi, gf, gg = gates[u, t], gates[H + u, t], gates[2 * H + u, t]
+                go, cp = gates[3 * H + u, t], cell[u, t - 1]
+                c, tc, h = cell[u, t], tcell[u, t], out[u, t]
+                for b in range(B):
+                    c[b] = gi[b] * gg[b] + gf[b] * cp[b]
+                for b in range(B):
+                    v = _th(c[b])
+                    tc[b] = v
+                    h[b] = go[b] * v
 
 
 @_njit
-def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, gates: np.ndarray,
-              cell: np.ndarray, dout: np.ndarray, dx: np.ndarray, dw: np.ndarray,
-              db: np.ndarray) -> None:
-    """Backpropagation through time. dout (T, H, B) is the loss gradient on every h_t; writes
-    dx (T, F, B), dw ([w_ih | w_hh] layout) and db."""
-    T, F, B = x.shape
+def _backward(x: np.ndarray, w: np.ndarray, out: np.ndarray, cell: np.ndarray,
+              tcell: np.ndarray, gates: np.ndarray, dout: np.ndarray, top: bool,
+              need_dx: bool, dx: np.ndarray, dw: np.ndarray, db: np.ndarray,
+              dc: np.ndarray) -> None:
+    """Backpropagation through time of :func:`_forward`.
+
+    dout (H, T, B) is the loss gradient on every h_t (``top``: only on h_T; the other steps
+    are not read). Writes dw ([w_ih | w_hh] layout), db and, if ``need_dx``, dx (F, T, B).
+    Overwrites ``gates`` with the gate pre-activation gradients and ``dout`` with the total
+    gradient on each h_t; dc (H, B) is scratch.
+    """
+    F, T, B = x.shape
     G = w.shape[0]
     H = G // 4
-    HB = H * B
-    gf, cf, dof = gates.reshape(T, G * B), cell.reshape(T, HB), dout.reshape(T, HB)
-    wt = np.ascontiguousarray(w.T)  # (F + H, 4H)
-    d = np.empty((G, B), dtype=np.float32)  # this step's gate pre-activation gradient
-    df = d.reshape(G * B)
-    dinp = np.empty((F + H, B), dtype=np.float32)  # gradient on [x_t; h_t-1]
-    dhf = np.zeros(HB, dtype=np.float32)  # gradient reaching h_t from step t+1
-    dc = np.zeros(HB, dtype=np.float32)  # gradient reaching c_t from step t+1
-    tc = np.empty(HB, dtype=np.float32)
-    dh = np.empty(HB, dtype=np.float32)  # gradient on h_t
-    # Every step's gate gradient and input, side by side: the weight gradient is then one
-    # (4H x TB) @ (TB x (F+H)) matmul after the loop instead of T small ones.
-    D = np.empty((G, T * B), dtype=np.float32)
-    X = np.zeros((F + H, T * B), dtype=np.float32)
-    zero = np.zeros(HB, dtype=np.float32)
     one = np.float32(1.0)
-    db[:] = 0.0
+    dc[:] = 0.0
     for t in range(T - 1, -1, -1):
-        _tanh(cf[t], tc)
-        g, do = gf[t], dof[t]
-        cp = cf[t - 1] if t > 0 else zero
-        gi, gfo, gg, go = g[:HB], g[HB:2 * HB], g[2 * HB:3 * HB], g[3 * HB:]
-        di, dfo, dg, dgo = df[:HB], df[HB:2 * HB], df[2 * HB:3 * HB], df[3 * HB:]
-        # One short loop per quantity: with few arrays per loop LLVM's overlap checks stay
-        # cheap and every loop vectorises (one fused loop over ten arrays ran scalar).
-        for n in range(HB):
-            dh[n] = do[n] + dhf[n]
-        for n in range(HB):
-            dc[n] += dh[n] * go[n] * (one - tc[n] * tc[n])
-        for n in range(HB):
-            dgo[n] = dh[n] * tc[n] * go[n] * (one - go[n])
-        for n in range(HB):
-            di[n] = dc[n] * gg[n] * gi[n] * (one - gi[n])
-        for n in range(HB):
-            dg[n] = dc[n] * gi[n] * (one - gg[n] * gg[n])
-        for n in range(HB):
-            dfo[n] = dc[n] * cp[n] * gfo[n] * (one - gfo[n])
-        for n in range(HB):
-            dc[n] *= gfo[n]
-        lo = t * B
-        for j in range(G):
-            acc = np.float32(0.0)
-            for b in range(B):
-                D[j, lo + b] = d[j, b]
-                acc += d[j, b]
-            db[j] += acc
-        for k in range(F):
-            for b in range(B):
-                X[k, lo + b] = x[t, k, b]
+        if t < T - 1:  # the gradient reaching h_t through step t+1
+            _gemm(w[:, F:], gates[:, t + 1], dout[:, t], not top, True, False)
         if t > 0:
-            for k in range(H):
+            for u in range(H):
+                gi, gf, gg = gates[u, t], gates[H + u, t], gates[2 * H + u, t]
+                go, cp = gates[3 * H + u, t], cell[u, t - 1]
+                dh, tc, dcu = dout[u, t], tcell[u, t], dc[u]
                 for b in range(B):
-                    X[F + k, lo + b] = out[t - 1, k, b]
-        np.dot(wt, d, dinp)  # ((F+H) x 4H) @ (4H x B)
-        dx[t] = dinp[:F]
-        dhf[:] = dinp[F:].ravel()
-    np.dot(D, X.T, dw)
+                    i, f, g, o, th, h = gi[b], gf[b], gg[b], go[b], tc[b], dh[b]
+                    cg = dcu[b] + h * o * (one - th * th)
+                    go[b] = h * th * o * (one - o)
+                    gi[b] = cg * g * i * (one - i)
+                    gg[b] = cg * i * (one - g * g)
+                    gf[b] = cg * cp[b] * f * (one - f)
+                    dcu[b] = cg * f
+        else:
+            for u in range(H):
+                gi, gf, gg, go = gates[u, 0], gates[H + u, 0], gates[2 * H + u, 0], gates[
+                    3 * H + u, 0]
+                dh, tc, dcu = dout[u, 0], tcell[u, 0], dc[u]
+                for b in range(B):
+                    i, g, o, th, h = gi[b], gg[b], go[b], tc[b], dh[b]
+                    cg = dcu[b] + h * o * (one - th * th)
+                    go[b] = h * th * o * (one - o)
+                    gi[b] = cg * g * i * (one - i)
+                    gg[b] = cg * i * (one - g * g)
+                for b in range(B):
+                    gf[b] = 0.0
+    _param_grads(x, w, out, gates, need_dx, dx, dw, db)
+
+
+@_njit
+def _param_grads(x: np.ndarray, w: np.ndarray, out: np.ndarray, D: np.ndarray,
+                 need_dx: bool, dx: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
+    """From the pre-activation gradients D (G, T, B) of every step: dw = D [x; h_prev]^T as
+    two GEMMs over all T*B columns (h_prev is ``out`` shifted by one step), db = D's row
+    sums, and dx = w_ih^T D (F, T, B) when ``need_dx``."""
+    F, T, B = x.shape
+    G = D.shape[0]
+    H = out.shape[0]
+    TB = T * B
+    D2 = D.reshape(G, TB)
+    _gemm(D2, x.reshape(F, TB), dw[:, :F], False, False, True)
+    if T > 1:
+        _gemm(D2[:, B:], out.reshape(H, TB)[:, :TB - B], dw[:, F:], False, False, True)
+    else:
+        dw[:, F:] = 0.0
+    for j in range(G):
+        acc = np.float32(0.0)
+        r = D2[j]
+        for n in range(TB):
+            acc += r[n]
+        db[j] = acc
+    if need_dx:
+        _gemm(w[:, :F], D2, dx.reshape(F, TB), False, True, False)

@@ -38,7 +38,7 @@ from dlfm_auto.training._torch import EVAL_CHUNK, epoch_budget, resolve_device, 
 Report = Callable[[int, float], None]
 
 #: Windows per forward call when scoring the validation and inner parts.
-PREDICT_CHUNK = 512
+PREDICT_CHUNK = 128
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -291,9 +291,11 @@ class _Batch:
         """Dropout masks for the epoch, drawn as ``_lstm_cpu._LSTMStack`` draws them."""
         T, H, bs, nl = self.T, self.H, self.bs, self.nl
         if self.dropout <= 0 or nl < 2:
-            return np.zeros((1, 1, 0, T, H, bs), dtype=np.float32), False
+            return np.zeros((1, 1, 0, H, T, bs), dtype=np.float32), False
         nb = max(math.ceil(len(m.ytr) / bs) for m in self.members)
-        masks = np.ones((len(self.members), nb, nl - 1, T, H, bs), dtype=np.float32)
+        # (K, batch, layer, H, T, bs): the kernels' (features, T, B) layout; each mask is
+        # drawn over (T, H, B) like the single path's, then transposed
+        masks = np.ones((len(self.members), nb, nl - 1, H, T, bs), dtype=np.float32)
         q = 1.0 - self.dropout
         for k in active:
             m = self.members[k]
@@ -302,7 +304,7 @@ class _Batch:
                 B = min(bs, n - i0)
                 for layer in range(nl - 1):
                     masks[k, b, layer, :, :, :B] = torch.empty((T, H, B)).bernoulli_(
-                        q, generator=m.dropout_gen).div_(q).numpy()
+                        q, generator=m.dropout_gen).div_(q).numpy().transpose(1, 0, 2)
         return masks, True
 
     def _predict(self, k: int, X: np.ndarray) -> np.ndarray:
@@ -492,8 +494,8 @@ class _TorchBatch(_Batch):
             ws = [w.index_select(0, sel).requires_grad_(True) for w in self._weights()]
             xb, yb = self.Xd[rows], self.yd[rows]  # (A, bs, T, F), (A, bs)
             mk = None
-            if masks_t is not None:  # (A, nb, L-1, T, H, bs) -> (A, L-1, bs, T, H)
-                mk = masks_t[sel, s].permute(0, 1, 4, 2, 3)
+            if masks_t is not None:  # (A, nb, L-1, H, T, bs) -> (A, L-1, bs, T, H)
+                mk = masks_t[sel, s].permute(0, 1, 4, 3, 2)
             top = self._stack_forward(sel, xb, ws, mk)
             pred = (top * ws[4].unsqueeze(1)).sum(-1) + ws[5]
             err2 = (pred - yb) ** 2 * valid
