@@ -57,8 +57,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--memory", action="store_true",
+                    help="instead: `report memory lstm` on US-UMB, batching off vs on")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.memory:
+        memory_before_after(args.epochs)
+        return
     site, splits = load_splits()
     print(f"{site}, L=30, folds {[s.name for s in splits]}, training windows "
           f"{[len(s.y_train) for s in splits]}, 1 thread, {args.epochs} epochs, "
@@ -101,6 +106,39 @@ def main() -> None:
           f"CV R² {np.mean([v[1] for v in b]):.4f} vs {np.mean([v[1] for v in n]):.4f}")
     if torch.cuda.is_available():
         gpu(splits, args.epochs)
+
+
+def memory_before_after(epochs: int) -> None:
+    """`report memory lstm` (L = 1, 7, 14, 30, 60, 90; 3 models; the first DLFM grid point,
+    ``epochs`` cap) on US-UMB: every (L, seed) unit's folds one at a time
+    (``DLFM_AUTO_BATCHED=off``) vs as one batched model, each on a fresh storage."""
+    import tempfile
+    from pathlib import Path
+
+    from _common import UMB, UMB_COLUMNS
+
+    from dlfm_auto.data import PrepareConfig
+    from dlfm_auto.reports._memory import memory_report
+
+    prep = PrepareConfig(data=str(UMB), columns=UMB_COLUMNS)
+    out = {}
+    for label, flag in (("folds one at a time", "off"), ("batched", "on")):
+        os.environ["DLFM_AUTO_BATCHED"] = flag
+        tmp = Path(tempfile.mkdtemp(prefix="bench_mem_"))
+        t0 = time.perf_counter()
+        dest = memory_report(f"sqlite:///{tmp}/m.db", "lstm", prep,
+                             lengths=(1, 7, 14, 30, 60, 90), num_models=3, max_epochs=epochs,
+                             out_root=tmp / "reports", n_jobs=1)
+        out[label] = time.perf_counter() - t0
+        import json
+
+        rows = json.loads((dest / "metrics.json").read_text())["rows"]
+        cv = {r["sequence_length"]: round(r["r2_mean"], 3) for r in rows if r["split"] == "cv"}
+        print(f"  report memory lstm, {label:20} {out[label]:7.1f} s   CV R² by L {cv}",
+              flush=True)
+    os.environ.pop("DLFM_AUTO_BATCHED", None)
+    print(f"  batched vs one at a time: {out['folds one at a time'] / out['batched']:.2f}x "
+          "(goal >= 3x)")
 
 
 def gpu(splits: list, epochs: int) -> None:
