@@ -14,6 +14,11 @@ Layout of the stacked weights (member k first, nn.LSTM's gate order i, f, g, o):
 ``W0`` (K, G, F + H) = [weight_ih_l0 | weight_hh_l0]; ``Wr`` (K, max(L - 1, 1), G, 2H) the
 same for layers 1..L-1; ``bih``/``bhh`` (K, L, G); ``hw`` (K, H) and ``hb`` (K, 1) the linear
 head. G = 4H for the LSTM, H for the RNN (``cell`` 0 = LSTM, 1 = tanh RNN).
+
+Caching: numba's on-disk cache of these kernels is keyed by this file only, yet it holds the
+``_lstm_cpu`` kernels compiled in. Whoever edits ``_lstm_cpu.py`` must touch this file too (or
+delete ``__pycache__/*.nbi``/``*.nbc``), or the old compiled code keeps running. A package
+install rewrites both files, so users never meet a stale cache.
 """
 
 from __future__ import annotations
