@@ -14,30 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from _common import ROOT, UMB, UMB_COLUMNS, require_data
+from _common import UMB, UMB_COLUMNS, require_data, run_cli
 
 FAMILIES = ("ann", "dynamic_ann", "rnn", "lstm", "xlstm", "xgboost", "random_forest")
 #: Per-family caps instead of --max-epochs: xlstm trains ~10x slower than nn.LSTM on the CPU
 #: (4 epochs: 4 trials took 3.6 min); for the trees the cap counts boosting rounds / trees.
 EPOCHS = {"xlstm": 4, "xgboost": 300, "random_forest": 100}
-
-
-def run(cmd: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DLFM_AUTO_PROGRESS": "0"}
-    t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "dlfm_auto", *cmd], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if res.returncode != 0:
-        print(res.stdout[-2000:], res.stderr[-2000:], sep="\n")
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}")
-    return dt
 
 
 def main() -> None:
@@ -59,7 +43,7 @@ def main() -> None:
     if a.phase in ("all", "studies"):
         for fam in a.families:
             epochs = EPOCHS.get(fam, a.max_epochs)
-            dt = run(["run-study", fam, "--data", str(UMB), "--target", "NEE",
+            dt = run_cli(["run-study", fam, "--data", str(UMB), "--target", "NEE",
                       "--columns", *UMB_COLUMNS, "--n-trials", str(a.n_trials),
                       "--max-epochs", str(epochs), "--n-jobs", "1", "--storage", storage,
                       "--quiet"])
@@ -68,12 +52,12 @@ def main() -> None:
                   flush=True)
     if a.phase in ("all", "finals"):
         for fam in a.families:
-            dt = run(["report", "final", f"{fam}-US-UMB", "--num-models", str(a.num_models),
+            dt = run_cli(["report", "final", f"{fam}-US-UMB", "--num-models", str(a.num_models),
                       "--storage", storage, "--out", str(reports)])
             total += dt
             print(f"report final {fam:14s} {a.num_models} models: {dt:7.1f} s", flush=True)
     if a.phase in ("all", "leaderboard"):
-        dt = run(["report", "leaderboard", "--site", "US-UMB", "--storage", storage,
+        dt = run_cli(["report", "leaderboard", "--site", "US-UMB", "--storage", storage,
                   "--out", str(reports)])
         total += dt
         print(f"report leaderboard: {dt:.1f} s", flush=True)
@@ -84,7 +68,7 @@ def main() -> None:
     if a.phase in ("all", "predict"):  # every family's saved ensemble reloads and predicts
         for fam in a.families:
             out = work / f"pred-{fam}.csv"
-            dt = run(["predict", f"{fam}-US-UMB", "--data", str(UMB), "--out", str(out),
+            dt = run_cli(["predict", f"{fam}-US-UMB", "--data", str(UMB), "--out", str(out),
                       "--reports", str(reports)])
             total += dt
             n = sum(1 for _ in out.open()) - 1

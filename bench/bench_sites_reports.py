@@ -14,27 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from _common import DATA, ROOT, UMB_COLUMNS, require_data
+from _common import DATA, UMB_COLUMNS, require_data, run_cli
 
 SITES = ("US-UMB", "US-NR1", "US-MMS")
-
-
-def run(cmd: list[str], cwd: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DLFM_AUTO_PROGRESS": "0"}
-    t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "dlfm_auto", *cmd], env=env, cwd=cwd,
-                         capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if res.returncode != 0:
-        print(res.stdout[-2000:], res.stderr[-2000:], sep="\n")
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}")
-    return dt
 
 
 def _f(v: object) -> str:
@@ -59,18 +43,18 @@ def main() -> None:
     name = "xgb-sites"
     common = ["--storage", storage]
     times = {}
-    times["run-study"] = run(["run-study", "xgboost", "--data", *files, "--cv", "sites",
+    times["run-study"] = run_cli(["run-study", "xgboost", "--data", *files, "--cv", "sites",
                               "--columns", *UMB_COLUMNS, "--n-trials", str(a.n_trials),
                               "--max-epochs", str(a.max_epochs), "--study-name", name,
                               *common], work)
-    times["report final"] = run(["report", "final", name, "--num-models", str(a.num_models),
+    times["report final"] = run_cli(["report", "final", name, "--num-models", str(a.num_models),
                                  "--out", str(work / "reports"), *common], work)
     mem = ["report", "memory", "--study-name", name, "--sequence-lengths", a.lengths,
            "--num-models", str(a.seeds), "--max-epochs", str(a.max_epochs),
            "--out", str(work / "reports"), *common]
-    times["report memory"] = run(mem, work)
-    times["report memory (again: resumed, nothing to train)"] = run(mem, work)
-    times["predict (first site)"] = run(["predict", name, "--data", files[0], "--out",
+    times["report memory"] = run_cli(mem, work)
+    times["report memory (again: resumed, nothing to train)"] = run_cli(mem, work)
+    times["predict (first site)"] = run_cli(["predict", name, "--data", files[0], "--out",
                                          str(work / "pred.csv"), "--reports",
                                          str(work / "reports")], work)
     for step, dt in times.items():

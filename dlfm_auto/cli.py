@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dlfm_auto._arguments import Verb
 from dlfm_auto._errors import UserError
@@ -40,12 +40,7 @@ def _prepare(args: argparse.Namespace) -> int:
         return _prepare_sites(cfg, args.out)
     # The filter report first: when the split plan fails, it shows what removed the days.
     table, report, src = load_daily(cfg)
-    print(f"file: {src.path} ({src.format}, {src.step_minutes}-min, site {src.site or '?'})")
-    print(f"target: {src.target} ({src.target_source})")
-    print(f"inputs: {', '.join(src.inputs)} ({src.inputs_source})")
-    for line in report.lines():
-        print(line)
-    sys.stdout.flush()
+    _print_source(src, report, f", site {src.site or '?'}")
     ds = prepare(cfg)
     per_year = ds.samples_per_year()
     print(f"samples at sequence_length={ds.sequence_length}: {len(ds.y)} "
@@ -63,6 +58,16 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_source(src: Any, report: Any, extra: str = "") -> None:
+    """A file's format, target, inputs and filter report, as ``prepare`` prints them."""
+    print(f"file: {src.path} ({src.format}, {src.step_minutes}-min{extra})")
+    print(f"target: {src.target} ({src.target_source})")
+    print(f"inputs: {', '.join(src.inputs)} ({src.inputs_source})")
+    for line in report.lines():
+        print(line)
+    sys.stdout.flush()
+
+
 def _prepare_sites(cfg: PrepareConfig, out: str | None) -> int:
     """``prepare --data F1 F2 ...``: each site's file, target, inputs and filter report (in
     --data order, before the pooling can fail), then the pooled folds and held-out years."""
@@ -78,12 +83,7 @@ def _prepare_sites(cfg: PrepareConfig, out: str | None) -> int:
         except UserError as e:  # the same wording as the pooling's own error
             raise UserError(f"site file {path.name}: {e}") from None
         print(f"== site {src.site or path.name.split('.')[0]}")
-        print(f"file: {src.path} ({src.format}, {src.step_minutes}-min)")
-        print(f"target: {src.target} ({src.target_source})")
-        print(f"inputs: {', '.join(src.inputs)} ({src.inputs_source})")
-        for line in report.lines():
-            print(line)
-        sys.stdout.flush()
+        _print_source(src, report)
     ds = prepare(cfg)
     print(f"== pooled: {len(ds.site_names)} sites, inputs {', '.join(ds.source.inputs)}")
     counts = np.bincount(ds.site, minlength=len(ds.site_names))
