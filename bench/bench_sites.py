@@ -124,7 +124,8 @@ def main() -> None:
     ap.add_argument("--lstm-trials", type=int, default=8)
     ap.add_argument("--max-epochs", type=int, default=30, help="LSTM epoch cap")
     ap.add_argument("--xgb-rounds", type=int, default=400, help="XGBoost round cap")
-    ap.add_argument("--single-trials", type=int, default=6)
+    ap.add_argument("--single-trials", type=int, default=6,
+                    help="trials of each site's own study (0: leave them out)")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--out", help="folder for the study database (default: a temp folder)")
     ap.add_argument("--cv-score", default="median", choices=["mean", "median", "pooled"],
@@ -159,6 +160,8 @@ def main() -> None:
             rows[s][f"{family} LOSO"] = r2
         if ref is None:
             ref = name
+        if not args.single_trials:
+            continue
         for s, path in SITES.items():
             sname = f"{family}-{s}"
             walls[sname] = run_study(url, sname, family, [path], [], args.single_trials, cap,
