@@ -14,6 +14,9 @@ Printed per site, on the same days (the best trial's target days):
 - the naive pooled XGBoost of the issue (400 trees, depth 5, lr 0.05; today's drivers and
   their 7- and 30-day means; no site features), trained on the other five sites, on each
   study's own target days;
+- the naive model's settings trained by the tool itself (its folds, its ``stats`` feed at L=30,
+  rounds chosen on each training site's newest year): whether the pipeline or the search
+  holds a study back;
 - the climatology of the other sites (their mean seasonal cycle) and the linear baseline;
 - the site's own single-site model: a TPE study of the same family on that site alone
   (season-year folds inside the site, the same budget caps; ``--single-trials`` trials).
@@ -84,11 +87,12 @@ def naive_and_baselines(url: str, name: str) -> dict[str, dict[str, float]]:
     import xgboost as xgb
 
     from dlfm_auto.data import prepare
+    from dlfm_auto.models import get_family
     from dlfm_auto.study import open_storage
     from dlfm_auto.study._create import load_spec
     from dlfm_auto.study._objective import trial_data
     from dlfm_auto.study._progress import best_trial
-    from dlfm_auto.training import baselines, group_scores
+    from dlfm_auto.training import baselines, group_scores, train_split
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
     spec = load_spec(study)
@@ -112,6 +116,13 @@ def naive_and_baselines(url: str, name: str) -> dict[str, dict[str, float]]:
             ds.y[val].astype(np.float64), model.predict(feats(val)).astype(np.float64),
             ds.sample_sites[val]).items()})
         assert set(ds.sample_sites[val]) == {site}
+    # the naive model's settings through the tool's own folds and trainer (stats feed: today,
+    # 30-day mean and variance; rounds chosen on each training site's newest year)
+    fam = get_family("xgboost")
+    out["naive settings, tool's trainer"] = {}
+    for split in ds.cv_splits():
+        r = train_split(fam, {"feed": "stats", **NAIVE}, split, seed=0)
+        out["naive settings, tool's trainer"][split.name.split("=", 1)[1]] = float(r.r2)
     per = baselines.pooled_site_scores(ds.cv_splits())
     for b, scores in per.items():
         out[b] = {k: v["r2"] for k, v in scores.items()}
@@ -176,6 +187,7 @@ def main() -> None:
             rows[s][f"naive XGBoost ({f} days)"] = nb["naive"][s]
     nb = nbs[args.families[0]]
     for s in SITES:
+        rows[s]["naive settings, tool's trainer"] = nb["naive settings, tool's trainer"][s]
         rows[s]["other-sites climatology"] = nb["climatology"][s]
         rows[s]["linear"] = nb["linear"][s]
     cols = [c for c in rows["US-UMB"]]
