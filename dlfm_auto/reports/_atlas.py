@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlfm_auto.study._memory_units import SUM_KEYS
+from dlfm_auto.training._result import r2_from_sse
 
 #: Parts of a unit scored per site: attribute prefix and what the part is.
 PARTS = (("cv", "CV folds (training years)"), ("eval", "held-out years (never choose)"))
@@ -38,10 +39,8 @@ def _pooled(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         sst = syy - sy**2 / n
         ssa = saa - sa**2 / n
-        r2 = np.where(sst > 0, 1.0 - sse / sst, np.nan)
-        ar2 = np.where(ssa > 0, 1.0 - sse / ssa, np.nan)
         mse = np.where(n > 0, sse / n, np.nan)
-    return r2, ar2, mse
+    return r2_from_sse(sse, sst), r2_from_sse(sse, ssa), mse
 
 
 def bootstrap_sums(per_seed: list[list[dict[str, float]]], n_boot: int = 2000,

@@ -68,9 +68,16 @@ class CVResult:
         return float(sum(f.seconds for f in self.folds))
 
 
-def r2_from_sse(sse: float, sst: float) -> float:
-    """R² = 1 - SSE/SST; NaN when the observations are constant (SST = 0)."""
-    return 1.0 - sse / sst if sst > 0 else math.nan
+def r2_from_sse(sse: Any, sst: Any) -> Any:
+    """R² = 1 - SSE/SST; NaN when the observations are constant (SST = 0).
+
+    Scalars give a float; arrays (the memory atlas's bootstrap sums) give an array.
+    """
+    if np.ndim(sse) == 0 and np.ndim(sst) == 0:
+        return 1.0 - sse / sst if sst > 0 else math.nan
+    sse, sst = np.asarray(sse, dtype=np.float64), np.asarray(sst, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sst > 0, 1.0 - sse / sst, np.nan)
 
 
 def r2_mse(obs: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
