@@ -214,21 +214,21 @@ def prepare_sites(cfg: PrepareConfig, one: Callable[[PrepareConfig], Dataset]) -
     info = read_site_info(cfg.site_info, names) if cfg.site_info else None
     Xs = []
     site_inputs: dict[str, dict] = {}
-    for d in parts:
+    for name, d in zip(names, parts, strict=True):
         X = d.X
         entry: dict = {}
         if cfg.site_norm:
             entry["mean"], entry["std"] = site_driver_stats(d)
             X = scale_by_site(X, entry["mean"], entry["std"])
         if info is not None:
-            values = info.values[site_name(d.source)]
+            values = info.values[name]
             entry["static"] = [float(v) for v in values]
             static = np.broadcast_to(values.astype(np.float32), (*X.shape[:2], len(values)))
             X = np.concatenate([X, static], axis=2)
         if entry:
-            site_inputs[site_name(d.source)] = entry
+            site_inputs[name] = entry
         Xs.append(np.ascontiguousarray(X, dtype=np.float32))
-        messages += [f"{site_name(d.source)}: {m}" for m in d.messages]
+        messages += [f"{name}: {m}" for m in d.messages]
     srcs = tuple(d.source for d in parts)
     shas = [s.sha256 for s in srcs] + ([info.sha256] if info is not None else [])
     targets = sorted({s.target for s in srcs})
